@@ -1,0 +1,81 @@
+"""ModelCard: everything about a trained model that is not its weights (stored as config.json)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from agekit.labels import DEFAULT_AGE_BINS, check_tasks
+
+FAMILIES = ("scratch", "pretrained", "multitask")
+
+
+@dataclass
+class ModelCard:
+    """Architecture, preprocessing and provenance of a checkpoint.
+
+    `architecture` + `architecture_kwargs` + `tasks` + `shared_backbone` are exactly what
+    `agekit.models.create_model` needs to rebuild the network before loading weights.
+    """
+
+    name: str  # folder name under checkpoints/, e.g. "scratch_facecnn"
+    family: str  # one of FAMILIES, for the app's "scratch vs pretrained vs multitask" view
+    architecture: str  # registry name, e.g. "facecnn", "mobilenetv1_025", "timm/resnet18"
+    tasks: tuple[str, ...]
+    shared_backbone: bool = True  # False: one backbone per task (a bundle of single-task nets)
+    architecture_kwargs: dict[str, Any] = field(default_factory=dict)
+    input_size: int = 64  # square side in pixels fed to the network
+    in_chans: int = 3  # 1 = grayscale input
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)  # per-channel normalisation on [0, 1] pixels
+    std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    age_bins: str = DEFAULT_AGE_BINS.spec  # scheme used for bin metrics and the UI's bin bar
+    split_hash: str = ""  # sha256 of the split manifest the model was trained/evaluated on
+    init_source: str = "random"  # what the weights started from (file name + sha256, or "random")
+    description: str = ""
+    params: int = 0
+    train_config: dict[str, Any] = field(default_factory=dict)
+    git_commit: str = ""
+    format_version: int = 1
+
+    def __post_init__(self) -> None:
+        self.tasks = check_tasks(tuple(self.tasks))
+        if self.family not in FAMILIES:
+            raise ValueError(f"model family {self.family!r} is not one of {FAMILIES}")
+        self.mean, self.std = tuple(self.mean), tuple(self.std)
+        if len(self.mean) != self.in_chans or len(self.std) != self.in_chans:
+            raise ValueError(f"mean/std need {self.in_chans} values for in_chans={self.in_chans}")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "config.json") -> ModelCard:
+        """Parse config.json text; unknown or missing keys give a clear error, never code execution."""
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{source} is not valid JSON: {err}") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"{source} must hold a JSON object")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"{source} has unknown keys {unknown}; was it written by a newer agekit?")
+        try:
+            return cls(**raw)
+        except TypeError as err:
+            raise ValueError(f"{source} is missing required fields: {err}") from None
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / "config.json"
+        path.write_text(self.to_json() + "\n")
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> ModelCard:
+        path = Path(folder) / "config.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"no config.json in {folder}: not an agekit checkpoint folder")
+        return cls.from_json(path.read_text(), source=str(path))
