@@ -1,0 +1,186 @@
+"""Plotly figures drawn from evaluation artifacts (metrics.json sections and leaderboard.csv).
+
+Every function takes plain data as `agekit.metrics.compute_metrics` and `evaluation.evaluate`
+write it, so the app can draw a model's evaluation without re-running anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+FAMILY_COLOURS = {"scratch": "#1f77b4", "pretrained": "#ff7f0e", "multitask": "#2ca02c"}
+METRIC_LABELS = {
+    "mae": "age MAE (years)", "age_mae": "age MAE (years)", "cs5": "CS@5", "age_cs5": "CS@5",
+    "age_median_ae": "age median AE (years)", "age_bin_macro_f1": "age-bin macro-F1",
+    "age_bin_accuracy": "age-bin accuracy", "gender_accuracy": "gender accuracy",
+    "gender_macro_f1": "gender macro-F1", "ethnicity_accuracy": "ethnicity accuracy",
+    "ethnicity_macro_f1": "ethnicity macro-F1", "latency_ms": "CPU latency per face (ms)",
+    "params": "parameters", "flops": "FLOPs",
+}
+LOWER_IS_BETTER = {"mae", "age_mae", "age_median_ae", "latency_ms", "params", "flops"}
+
+
+def _label(metric: str) -> str:
+    return METRIC_LABELS.get(metric, metric.replace("_", " "))
+
+
+def normalise_rows(matrix: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
+    """Divide each confusion-matrix row by its total; rows with no faces stay all zero."""
+    counts = np.asarray(matrix, dtype=np.float64)
+    totals = counts.sum(axis=1, keepdims=True)
+    return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+
+
+def confusion_matrix_figure(confusion: Mapping[str, Any], normalize: bool = False, title: str = "") -> go.Figure:
+    """Heatmap of a confusion matrix {"labels", "matrix"} (rows true, columns predicted), cells annotated.
+
+    normalize=True shows each row as shares of that true class (rows sum to 1); cell text then
+    shows the share and the count.
+    """
+    labels = [str(name) for name in confusion["labels"]]
+    counts = np.asarray(confusion["matrix"], dtype=np.int64)
+    if counts.shape != (len(labels), len(labels)):
+        raise ValueError(f"confusion matrix has shape {counts.shape} for {len(labels)} labels")
+    if normalize:
+        z = normalise_rows(counts)
+        text = [[f"{share:.0%}<br>({count})" for share, count in zip(zr, cr)] for zr, cr in zip(z, counts)]
+    else:
+        z = counts
+        text = [[str(count) for count in row] for row in counts]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=labels, y=labels, text=text, texttemplate="%{text}", colorscale="Blues",
+        zmin=0, zmax=1 if normalize else max(int(counts.max()), 1),
+        hovertemplate="true %{y}<br>predicted %{x}<br>%{text}<extra></extra>",
+    ))
+    fig.update_layout(
+        title=title or ("confusion matrix (row-normalised)" if normalize else "confusion matrix (counts)"),
+        xaxis={"title": "predicted", "type": "category"},
+        yaxis={"title": "true", "type": "category", "autorange": "reversed"},
+    )
+    return fig
+
+
+def per_class_figure(per_class: Sequence[Mapping[str, Any]], title: str = "per-class precision / recall / F1") -> go.Figure:
+    """Grouped bars of precision, recall and F1 per class; hover shows support (true faces)."""
+    classes = [str(row["class"]) for row in per_class]
+    support = [int(row["support"]) for row in per_class]
+    fig = go.Figure([
+        go.Bar(name=metric, x=classes, y=[float(row[metric]) for row in per_class], customdata=support,
+               hovertemplate=f"%{{x}}<br>{metric} %{{y:.3f}}<br>support %{{customdata}}<extra></extra>")
+        for metric in ("precision", "recall", "f1")
+    ])
+    fig.update_layout(title=title, barmode="group", yaxis={"range": [0, 1], "title": "score"},
+                      xaxis={"type": "category", "title": "class"})
+    return fig
+
+
+def mae_by_age_figure(curves: Mapping[str, Sequence[Mapping[str, Any]]], title: str = "age MAE by true age") -> go.Figure:
+    """MAE per true age (lines, one per model) over the number of test faces per age (grey bars, right axis).
+
+    curves: model name -> metrics["age"]["mae_by_age"] rows {"age", "count", "mae"}. Counts are
+    drawn from the first model (all models share the test split).
+    """
+    if not curves:
+        raise ValueError("no MAE-by-age curves to draw: pass {model name: metrics['age']['mae_by_age']}")
+    first = next(iter(curves.values()))
+    traces: list[go.BaseTraceType] = [go.Bar(
+        name="test faces", x=[row["age"] for row in first], y=[row["count"] for row in first],
+        yaxis="y2", marker_color="rgba(150,150,150,0.35)",
+        hovertemplate="age %{x}: %{y} faces<extra></extra>",
+    )]
+    for name, rows in curves.items():
+        traces.append(go.Scatter(
+            name=name, x=[row["age"] for row in rows], y=[row["mae"] for row in rows], mode="lines+markers",
+            customdata=[row["count"] for row in rows],
+            hovertemplate=f"{name}<br>age %{{x}}: MAE %{{y:.2f}} years (%{{customdata}} faces)<extra></extra>",
+        ))
+    fig = go.Figure(traces)
+    fig.update_layout(
+        title=title, xaxis={"title": "true age (years)"},
+        yaxis={"title": "MAE (years)", "rangemode": "tozero"},
+        yaxis2={"title": "test faces", "overlaying": "y", "side": "right", "showgrid": False, "rangemode": "tozero"},
+        legend={"orientation": "h"},
+    )
+    return fig
+
+
+def reliability_figure(calibration: Mapping[str, Any], title: str = "reliability diagram") -> go.Figure:
+    """Accuracy vs mean confidence per confidence bin, with the diagonal of perfect calibration.
+
+    calibration: a metrics.json "calibration" block {"ece", "bins": [{"lower", "upper", "count",
+    "confidence", "accuracy"}]}. Empty bins are left out.
+    """
+    filled = [b for b in calibration["bins"] if b["count"] > 0]
+    centres = [(b["lower"] + b["upper"]) / 2 for b in filled]
+    width = [b["upper"] - b["lower"] for b in filled]
+    fig = go.Figure([
+        go.Bar(name="accuracy", x=centres, y=[b["accuracy"] for b in filled], width=width,
+               customdata=[[b["count"], b["confidence"]] for b in filled], marker_color="#1f77b4",
+               hovertemplate=("confidence %{customdata[1]:.2f}<br>accuracy %{y:.2f}"
+                              "<br>%{customdata[0]} faces<extra></extra>")),
+        go.Scatter(name="mean confidence", x=centres, y=[b["confidence"] for b in filled], mode="markers",
+                   marker={"color": "#d62728", "symbol": "line-ew-open", "size": 14}),
+        go.Scatter(name="perfect calibration", x=[0, 1], y=[0, 1], mode="lines",
+                   line={"dash": "dash", "color": "grey"}),
+    ])
+    fig.update_layout(title=f"{title} (ECE {calibration['ece']:.3f})",
+                      xaxis={"title": "confidence (top-1 probability)", "range": [0, 1]},
+                      yaxis={"title": "accuracy", "range": [0, 1]}, bargap=0)
+    return fig
+
+
+def fairness_figure(groups_by_model: Mapping[str, Sequence[Mapping[str, Any]]], metric: str = "age_mae",
+                    title: str = "") -> go.Figure:
+    """Bars of one headline metric per demographic group, one bar series per model.
+
+    groups_by_model: model name -> metrics["fairness"][attribute]["groups"] rows {"group", "count", metric...}.
+    Groups with no faces (None) are drawn as gaps.
+    """
+    if not groups_by_model:
+        raise ValueError("no fairness slices to draw: pass {model name: metrics['fairness'][attribute]['groups']}")
+    fig = go.Figure([
+        go.Bar(name=name, x=[row["group"] for row in rows], y=[row.get(metric) for row in rows],
+               customdata=[row["count"] for row in rows],
+               hovertemplate=f"{name}<br>%{{x}}: %{{y:.3f}} (%{{customdata}} faces)<extra></extra>")
+        for name, rows in groups_by_model.items()
+    ])
+    fig.update_layout(title=title or f"{_label(metric)} per group", barmode="group",
+                      yaxis={"title": _label(metric), "rangemode": "tozero"}, xaxis={"type": "category"})
+    return fig
+
+
+def leaderboard_figure(leaderboard: pd.DataFrame, metric: str = "mae") -> go.Figure:
+    """Horizontal bars of one leaderboard column per model, best at the top, coloured by family."""
+    if metric not in leaderboard.columns:
+        raise ValueError(f"leaderboard has no column {metric!r}; columns: {list(leaderboard.columns)}")
+    rows = leaderboard.dropna(subset=[metric]).sort_values(metric, ascending=metric in LOWER_IS_BETTER)
+    colours = [FAMILY_COLOURS.get(str(f), "#7f7f7f") for f in rows.get("family", [""] * len(rows))]
+    fig = go.Figure(go.Bar(
+        x=rows[metric].tolist(), y=rows["name"].tolist(), orientation="h", marker_color=colours,
+        text=[f"{v:.3g}" for v in rows[metric]], textposition="auto",
+        customdata=rows.get("family", pd.Series([""] * len(rows))).tolist(),
+        hovertemplate="%{y} (%{customdata})<br>%{x}<extra></extra>",
+    ))
+    fig.update_layout(title=f"leaderboard: {_label(metric)}", xaxis={"title": _label(metric)},
+                      yaxis={"type": "category", "autorange": "reversed"})
+    return fig
+
+
+def leaderboard_table(leaderboard: pd.DataFrame, digits: int = 3) -> go.Figure:
+    """The leaderboard as a plotly table; floats shown with `digits` decimal places."""
+    cells = []
+    for column in leaderboard.columns:
+        values = leaderboard[column]
+        if pd.api.types.is_float_dtype(values):
+            cells.append([("" if pd.isna(v) else f"{v:.{digits}f}") for v in values])
+        else:
+            cells.append(["" if pd.isna(v) else str(v) for v in values])
+    fig = go.Figure(go.Table(header={"values": [_label(c) if c in METRIC_LABELS else c for c in leaderboard.columns]},
+                             cells={"values": cells}))
+    fig.update_layout(title="leaderboard")
+    return fig
