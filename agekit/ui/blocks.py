@@ -1,0 +1,222 @@
+"""The Gradio Blocks of the agekit app: layout and event wiring only; the logic lives in the tab modules."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import gradio as gr
+
+from agekit.explain import CAM_METHODS
+from agekit.ui import api, compare, error_analysis, testset
+from agekit.ui.context import AppContext
+from agekit.ui.model_info import model_card_markdown, read_metrics
+
+TITLE = "agekit — age, gender and ethnicity from faces"
+INTRO = (
+    "# agekit\n"
+    "Compare age, gender and ethnicity models trained on UTKFace, inspect their test-set behaviour and "
+    "see where they look (Grad-CAM). Predictions are statistical guesses from appearance, trained on a "
+    "dataset with skewed demographics — read the Test-set tab before trusting any of them."
+)
+DEFAULT_CAM_METHOD = "GradCAM"
+
+
+TAB_IDS = ("compare", "testset", "errors")
+
+
+def build_app(ctx: AppContext, preload_example: bool = False, selected_tab: str = "compare") -> gr.Blocks:
+    """Build the three-tab app plus the API-only "predict" and "explain" endpoints.
+
+    preload_example: analyse the first example photo when the page opens (for screenshots and demos).
+    selected_tab: the tab open on page load, one of TAB_IDS.
+    """
+    if selected_tab not in TAB_IDS:
+        raise ValueError(f"unknown tab {selected_tab!r}; choose one of {TAB_IDS}")
+    with gr.Blocks(title=TITLE) as demo:
+        gr.Markdown(INTRO)
+        gr.Markdown(ctx.banner_markdown(), visible=bool(ctx.startup_problems), elem_id="banner")
+        with gr.Tabs(selected=selected_tab):
+            with gr.Tab("Compare models", id="compare"):
+                _compare_tab(ctx, ctx.examples[0] if preload_example and ctx.examples else None)
+            with gr.Tab("Test set", id="testset"):
+                _testset_tab(ctx, demo)
+            with gr.Tab("Error analysis", id="errors"):
+                _error_analysis_tab(ctx)
+        _api_endpoints(ctx)
+    return demo
+
+
+def _compare_tab(ctx: AppContext, preload: Path | None) -> None:
+    # A preloaded example is analysed here, at build time, so the page opens with its results.
+    annotated_value, face_update, analysis_value, status_value = (
+        compare.on_image(ctx, str(preload)) if preload else (None, {"choices": [], "visible": False}, None, ""))
+    panel_values = iter(compare.on_face(ctx, analysis_value, face_update.get("value")))
+    with gr.Row():
+        with gr.Column(scale=1):
+            photo = gr.Image(str(preload) if preload else None, label="Photo", sources=["upload", "webcam"],
+                             type="filepath", image_mode=None, height=360)
+            if ctx.examples:
+                gr.Examples([[str(p)] for p in ctx.examples], inputs=[photo], cache_examples=False,
+                            label="Example photos")
+        with gr.Column(scale=1):
+            annotated = gr.Image(annotated_value, label="Detected faces", interactive=False, height=360,
+                                 format="png")
+            face = gr.Radio(label="Face", choices=face_update["choices"], value=face_update.get("value"),
+                            visible=face_update["visible"])
+            status = gr.Markdown(status_value)
+    analysis = gr.State(analysis_value)
+
+    panel_outputs: list[gr.components.Component] = []
+    with gr.Row(equal_height=False):
+        for name in ctx.model_names:
+            loaded = ctx.zoo.models[name]
+            with gr.Column(min_width=280):
+                panel_outputs.append(gr.Markdown(next(panel_values)))
+                if "age" in loaded.card.tasks:
+                    panel_outputs.append(gr.Plot(next(panel_values), show_label=False))
+                if "gender" in loaded.card.tasks:
+                    panel_outputs.append(gr.Label(next(panel_values), label="gender"))
+                if "ethnicity" in loaded.card.tasks:
+                    panel_outputs.append(gr.Label(next(panel_values), label="ethnicity", num_top_classes=5))
+                with gr.Accordion("about this model", open=False):
+                    gr.Markdown(model_card_markdown(loaded.card, read_metrics(loaded.folder)))
+
+    with gr.Accordion("Grad-CAM: where does each model look?", open=True):
+        with gr.Row():
+            method = gr.Dropdown(list(CAM_METHODS), value=_default_method(), label="method")
+            task = gr.Radio(list(compare.EXPLAIN_TASK_CHOICES), value="age", label="explain")
+            explain_button = gr.Button("Explain the selected face", variant="primary")
+        cam_gallery = gr.Gallery(label="Grad-CAM overlays (model · task: what was explained)", columns=4,
+                                 height="auto", format="png")
+        cam_status = gr.Markdown()
+
+    show_panels = partial(compare.on_face, ctx)
+    photo.change(partial(compare.on_image, ctx), [photo], [annotated, face, analysis, status], preprocess=False,
+                 api_visibility="undocumented", concurrency_id="model").then(
+        show_panels, [analysis, face], panel_outputs, api_visibility="undocumented")
+    face.input(show_panels, [analysis, face], panel_outputs, api_visibility="undocumented")
+    explain_button.click(partial(compare.on_explain, ctx), [analysis, face, method, task], [cam_gallery, cam_status],
+                         api_visibility="undocumented", concurrency_id="model")
+
+
+def _testset_tab(ctx: AppContext, demo: gr.Blocks) -> None:
+    root = ctx.checkpoints_root
+    names = testset.model_choices(root, ctx.model_names)
+    evaluated = [n for n in names if testset.has_eval(root, n)]
+    gr.Markdown("Results on the held-out UTKFace test split, read from each model's committed evaluation "
+                "(`checkpoints/<model>/eval/`). No dataset is needed for this tab.")
+    with gr.Row():
+        model_a = gr.Dropdown(names, value=(evaluated or names or [None])[0], label="model")
+        model_b = gr.Dropdown([testset.NO_SECOND_MODEL, *names], value=testset.NO_SECOND_MODEL,
+                              label="compare with")
+        task = gr.Radio(list(testset.TASK_SECTIONS), value="age bins", label="task")
+        view = gr.Radio(list(testset.CONFUSION_VIEWS), value=testset.CONFUSION_VIEWS[0], label="confusion matrix")
+    status = gr.Markdown()
+    panels: list[gr.components.Component] = []
+    with gr.Row(equal_height=False):
+        for column_index in range(2):
+            with gr.Column(visible=column_index == 0) as column:
+                panels += [gr.Markdown(), gr.Plot(show_label=False), gr.Plot(show_label=False),
+                           gr.Dataframe(label="per class", interactive=False, headers=list(testset.PER_CLASS_COLUMNS)),
+                           gr.Plot(show_label=False)]
+    second_column = column
+    mae_plot = gr.Plot(label="age MAE by true age")
+    with gr.Row():
+        attribute = gr.Radio(list(testset.FAIRNESS_ATTRIBUTES), value="ethnicity", label="fairness: groups by")
+        metric = gr.Dropdown(list(testset.FAIRNESS_METRICS), value="age_mae", label="fairness metric")
+    fairness_plot = gr.Plot(show_label=False)
+    fairness_table = gr.Dataframe(label="metric per group (faces) and the largest gap", interactive=False)
+
+    gr.Markdown("### Leaderboard (all models)")
+    try:
+        board_metrics = testset.leaderboard_metrics(testset.read_leaderboard(root))
+    except ValueError:
+        board_metrics = []
+    board_metric = gr.Dropdown(board_metrics, value=(board_metrics or [None])[0], label="rank by")
+    board_plot = gr.Plot(show_label=False)
+    board_table = gr.Dataframe(interactive=False)
+    board_status = gr.Markdown()
+
+    inputs = [model_a, model_b, task, view, attribute, metric]
+    outputs = [*panels, second_column, mae_plot, fairness_plot, fairness_table, status]
+    show = partial(testset.on_testset, root)
+    for control in inputs:
+        control.input(show, inputs, outputs, api_visibility="undocumented", concurrency_id="plots",
+                      concurrency_limit=2)
+    board = partial(testset.on_leaderboard, root)
+    board_metric.input(board, [board_metric], [board_plot, board_table, board_status], api_visibility="undocumented")
+    demo.load(show, inputs, outputs, api_visibility="undocumented", concurrency_id="plots", concurrency_limit=2)
+    demo.load(board, [board_metric], [board_plot, board_table, board_status], api_visibility="undocumented")
+
+
+def _error_analysis_tab(ctx: AppContext) -> None:
+    root = ctx.checkpoints_root
+    names = error_analysis.models_with_predictions(root, testset.model_choices(root, ctx.model_names))
+    gr.Markdown("Which test faces does a model get wrong? Faces are read from your UTKFace folder; "
+                "click one to compare every model's prediction and Grad-CAM on it.")
+    with gr.Row():
+        model = gr.Dropdown(names, value=(names or [None])[0], label="model")
+        task = gr.Radio(list(error_analysis.TASKS_UI), value="age bins", label="task")
+        mode = gr.Radio(list(error_analysis.MODES), value="most confident mistakes", label="show")
+    first_choices = error_analysis.on_task(root, (names or [None])[0], "age bins")
+    with gr.Row():
+        true_class = gr.Dropdown(label="true class (confusion cell)", **_choices(first_choices[0]))
+        pred_class = gr.Dropdown(label="predicted class (confusion cell)", **_choices(first_choices[1]))
+        folder = gr.Textbox(value=ctx.data_root, label="UTKFace folder",
+                            placeholder=error_analysis.NO_DATA_MESSAGE)
+        method = gr.Dropdown(list(CAM_METHODS), value=_default_method(), label="Grad-CAM method")
+    show_button = gr.Button("Show faces", variant="primary")
+    status = gr.Markdown("" if ctx.data_root else f"ℹ️ {error_analysis.NO_DATA_MESSAGE}")
+    faces = gr.Gallery(label=f"test faces (up to {error_analysis.MAX_GALLERY}): truth · prediction (confidence)",
+                       columns=8, height="auto", allow_preview=False)
+    files = gr.State([])
+    with gr.Row(equal_height=False):
+        face = gr.Image(label="selected face", interactive=False, height=220, scale=1)
+        table = gr.Dataframe(label="every model on this face", interactive=False, scale=3,
+                             headers=list(error_analysis.MODEL_TABLE_COLUMNS))
+    cams = gr.Gallery(label="Grad-CAM of every model (model · task: what was explained)", columns=6, height="auto",
+                      format="png")
+    face_status = gr.Markdown()
+
+    update_classes = partial(error_analysis.on_task, root)
+    for control in (model, task):
+        control.input(update_classes, [model, task], [true_class, pred_class], api_visibility="undocumented")
+    show_button.click(partial(error_analysis.on_show_faces, root),
+                      [model, task, mode, true_class, pred_class, folder], [faces, files, status],
+                      api_visibility="undocumented", concurrency_id="plots", concurrency_limit=2)
+    def select_face(model: str | None, task: str, method: str, folder: str | None, files: list[str] | None,
+                    evt: gr.SelectData) -> tuple:
+        # a plain function, not a partial: Gradio finds the SelectData parameter through its type hints
+        return error_analysis.on_select_face(ctx, model, task, method, folder, files, evt)
+
+    faces.select(select_face, [model, task, method, folder, files], [face, table, cams, face_status],
+                 api_visibility="undocumented", concurrency_id="model")
+
+
+def _choices(update: dict) -> dict:
+    return {"choices": update.get("choices", []), "value": update.get("value")}
+
+
+def _api_endpoints(ctx: AppContext) -> None:
+    """Hidden components behind the documented API: predict (JSON) and explain (overlay image)."""
+    with gr.Column(visible=False):
+        image = gr.Image(label="image", type="filepath", image_mode=None)
+        face = gr.Number(label="face", value=1, precision=0)
+        model = gr.Textbox(label="model", value=ctx.model_names[0] if ctx.model_names else "")
+        task = gr.Textbox(label="task", value="age")
+        method = gr.Textbox(label="method", value=_default_method())
+        result_json = gr.JSON(label="predictions")
+        overlay = gr.Image(label="overlay", format="png")
+        predict_button = gr.Button("predict")
+        explain_button = gr.Button("explain")
+    predict_button.click(partial(api.predict_endpoint, ctx), [image], [result_json], api_name="predict",
+                         preprocess=False, concurrency_id="model",
+                         api_description="Detect faces in an image; every model's age, gender and ethnicity.")
+    explain_button.click(partial(api.explain_endpoint, ctx), [image, face, model, task, method], [overlay],
+                         api_name="explain", preprocess=False, concurrency_id="model",
+                         api_description="Grad-CAM overlay for face number `face` (1-based) of the image.")
+
+
+def _default_method() -> str:
+    return DEFAULT_CAM_METHOD if DEFAULT_CAM_METHOD in CAM_METHODS else next(iter(CAM_METHODS), "")

@@ -1,0 +1,87 @@
+"""Everything the app loads once at start: models, face detector, example images, paths."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agekit.card import FAMILIES
+from agekit.faces import FaceDetector
+from agekit.predict import ModelZoo
+
+log = logging.getLogger("agekit.ui")
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+
+
+@dataclass
+class AppContext:
+    """Shared, read-only state of a running app (one per process, built before the Blocks)."""
+
+    checkpoints_root: Path
+    zoo: ModelZoo
+    detector: FaceDetector | None
+    startup_problems: list[str] = field(default_factory=list)  # shown in the banner
+    data_root: str = ""  # default UTKFace folder for the Error-analysis tab ("" = not set)
+    examples: list[Path] = field(default_factory=list)
+
+    @property
+    def model_names(self) -> list[str]:
+        """Loaded models, scratch first, then pretrained, then multitask (alphabetical within a family)."""
+        order = {family: i for i, family in enumerate(FAMILIES)}
+        return sorted(self.zoo.models, key=lambda n: (order.get(self.zoo.models[n].card.family, len(order)), n))
+
+    def model_title(self, name: str) -> str:
+        """'name (family)' for panel headings."""
+        return f"{name} ({self.zoo.models[name].card.family})"
+
+    @classmethod
+    def create(cls, checkpoints_root: str | Path = "checkpoints", data_root: str | None = None,
+               examples_dir: str | Path | None = "examples", detector: FaceDetector | None = None) -> AppContext:
+        """Load every checkpoint under `checkpoints_root` and the face detector; never raises for a bad model.
+
+        A model or detector that fails to load is reported in `startup_problems` and the rest keep working.
+        """
+        root = Path(checkpoints_root)
+        problems: list[str] = []
+        zoo = ModelZoo.load(root)
+        problems += [f"model {name} failed to load: {reason}" for name, reason in zoo.failures.items()]
+        if not zoo.models:
+            problems.append(f"no usable model checkpoints in {root}: set AGEKIT_CHECKPOINTS to a folder of "
+                            "checkpoints (each with model.safetensors + config.json)")
+        if detector is None:
+            try:
+                detector = FaceDetector()
+            except Exception as exc:  # the Test-set tab still works without a detector
+                log.exception("face detector failed to load")
+                problems.append(f"face detector failed to load: {exc}")
+        return cls(checkpoints_root=root, zoo=zoo, detector=detector, startup_problems=problems,
+                   data_root=data_root or "", examples=list_examples(examples_dir))
+
+    @classmethod
+    def from_env(cls, base_dir: str | Path = ".") -> AppContext:
+        """`create` with AGEKIT_CHECKPOINTS (default <base_dir>/checkpoints) and AGEKIT_UTKFACE from the environment."""
+        base = Path(base_dir)
+        checkpoints = os.environ.get("AGEKIT_CHECKPOINTS") or base / "checkpoints"
+        return cls.create(checkpoints, data_root=os.environ.get("AGEKIT_UTKFACE"), examples_dir=base / "examples")
+
+    def banner_markdown(self) -> str:
+        """Markdown for the top-of-page banner: empty when everything loaded."""
+        if not self.startup_problems:
+            return ""
+        return "\n".join(f"> ⚠️ {problem}" for problem in self.startup_problems)
+
+    def require_detector(self) -> FaceDetector:
+        if self.detector is None:
+            raise ValueError("the face detector is not available (see the banner at the top); "
+                             "the Test-set and Error-analysis tabs still work")
+        return self.detector
+
+
+def list_examples(folder: str | Path | None) -> list[Path]:
+    """Image files in `folder`, sorted by name (empty when the folder is missing)."""
+    if folder is None or not Path(folder).is_dir():
+        return []
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)

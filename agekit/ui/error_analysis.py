@@ -1,0 +1,247 @@
+"""Error-analysis tab: pick test faces a model got wrong (a confusion cell, largest age errors, most
+confident mistakes) from its committed predictions.csv, show them from the UTKFace folder, and compare
+every model's prediction and Grad-CAM on one of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from agekit.card import ModelCard
+from agekit.data.utkface import resolve_data_root
+from agekit.faces import load_image
+from agekit.labels import ETHNICITY_NAMES, GENDER_NAMES, get_age_bins
+from agekit.ui.compare import explain_crop
+from agekit.ui.context import AppContext
+from agekit.ui.guard import guarded
+
+MAX_GALLERY = 24  # images decoded per request: keeps the tab responsive on 2 vCPUs
+TASKS_UI = ("age bins", "gender", "ethnicity")
+MODES = ("confusion cell", "largest age errors", "most confident mistakes")
+MODEL_TABLE_COLUMNS = ("model", "age (years)", "age bin", "gender", "ethnicity")
+NO_DATA_MESSAGE = "set AGEKIT_UTKFACE or enter the UTKFace folder path to see the test faces"
+
+
+@dataclass(frozen=True)
+class TaskColumns:
+    """Where a UI task lives in predictions.csv (see agekit.metrics)."""
+
+    truth: str
+    pred: str
+    prob_prefix: str
+    explain_task: str  # the model head Grad-CAM explains
+
+
+TASK_COLUMNS: dict[str, TaskColumns] = {
+    "age bins": TaskColumns("true_age_bin", "pred_age_bin", "age_bin_p", "age"),
+    "gender": TaskColumns("gender", "pred_gender", "gender_p", "gender"),
+    "ethnicity": TaskColumns("ethnicity", "pred_ethnicity", "ethnicity_p", "ethnicity"),
+}
+
+
+def predictions_path(root: str | Path, model: str) -> Path:
+    return Path(root) / model / "eval" / "predictions.csv"
+
+
+def read_predictions(root: str | Path, model: str) -> pd.DataFrame:
+    """checkpoints/<model>/eval/predictions.csv; a clear ValueError when the model has none."""
+    path = predictions_path(root, model)
+    if not path.is_file():
+        raise ValueError(f"model {model} has no test-set predictions ({path} is missing): run "
+                         f"`python -m evaluation.evaluate --models {model}`")
+    return pd.read_csv(path)
+
+
+def models_with_predictions(root: str | Path, names: list[str]) -> list[str]:
+    return [n for n in names if predictions_path(root, n).is_file()]
+
+
+def class_names(root: str | Path, model: str, task: str) -> tuple[str, ...]:
+    """Class names of a UI task; age bins come from the model's own card (default UTK7)."""
+    if task == "gender":
+        return GENDER_NAMES
+    if task == "ethnicity":
+        return ETHNICITY_NAMES
+    if task == "age bins":
+        try:
+            return get_age_bins(ModelCard.load(Path(root) / model).age_bins).names
+        except (FileNotFoundError, ValueError):
+            return get_age_bins("utk7").names
+    raise ValueError(f"unknown task {task!r}; choose one of {list(TASKS_UI)}")
+
+
+def _confidence(frame: pd.DataFrame, columns: TaskColumns) -> pd.Series:
+    """Probability the model gave its predicted class, per row."""
+    probs = [c for c in frame.columns if c.startswith(columns.prob_prefix) and c[len(columns.prob_prefix):].isdigit()]
+    matrix = frame[sorted(probs, key=lambda c: int(c[len(columns.prob_prefix):]))].to_numpy()
+    return pd.Series(matrix[np.arange(len(frame)), frame[columns.pred].to_numpy().astype(int)], index=frame.index)
+
+
+def select_faces(frame: pd.DataFrame, task: str, mode: str, true_class: int | None = None,
+                 pred_class: int | None = None, limit: int = MAX_GALLERY) -> pd.DataFrame:
+    """Rows of predictions.csv to show, most telling first, with a "confidence" column added.
+
+    confusion cell: true == true_class and predicted == pred_class, most confident first.
+    largest age errors: largest |predicted - true age| in years (task ignored).
+    most confident mistakes: wrong predictions of `task`, most confident first.
+    """
+    if mode == "largest age errors":
+        if "age_abs_error" not in frame.columns:
+            raise ValueError("this model does not predict age: choose another model or mode")
+        rows = frame.sort_values("age_abs_error", ascending=False, kind="stable").head(limit)
+        return rows.assign(confidence=np.nan)
+    if task not in TASK_COLUMNS:
+        raise ValueError(f"unknown task {task!r}; choose one of {list(TASKS_UI)}")
+    columns = TASK_COLUMNS[task]
+    if columns.pred not in frame.columns:
+        raise ValueError(f"this model does not predict {task}: choose another model or task")
+    frame = frame.assign(confidence=_confidence(frame, columns))
+    if mode == "confusion cell":
+        if true_class is None or pred_class is None:
+            raise ValueError("choose a true and a predicted class for the confusion cell")
+        rows = frame[(frame[columns.truth] == true_class) & (frame[columns.pred] == pred_class)]
+    elif mode == "most confident mistakes":
+        rows = frame[frame[columns.truth] != frame[columns.pred]]
+    else:
+        raise ValueError(f"unknown selection {mode!r}; choose one of {list(MODES)}")
+    return rows.sort_values("confidence", ascending=False, kind="stable").head(limit)
+
+
+def caption(row: pd.Series, task: str, names: tuple[str, ...]) -> str:
+    """'true … · pred … (confidence)' for one selected face."""
+    if task == "age bins" or np.isnan(row.get("confidence", np.nan)):
+        text = f"true {int(row['age'])} y"
+        if "pred_age" in row:
+            text += f" · pred {float(row['pred_age']):.1f} y (error {float(row['age_abs_error']):.1f})"
+        if task == "age bins" and "pred_age_bin" in row and not np.isnan(row.get("confidence", np.nan)):
+            text += f" · bin {names[int(row['pred_age_bin'])]} ({float(row['confidence']):.0%})"
+        return text
+    columns = TASK_COLUMNS[task]
+    return (f"true {names[int(row[columns.truth])]} · pred {names[int(row[columns.pred])]} "
+            f"({float(row['confidence']):.0%})")
+
+
+def resolve_folder(path: str | None) -> Path:
+    """The UTKFace image folder typed by the user (prefilled from AGEKIT_UTKFACE), checked to hold images."""
+    if not path or not str(path).strip():
+        raise ValueError(NO_DATA_MESSAGE)
+    return resolve_data_root(str(path).strip())
+
+
+def face_gallery(folder: Path, rows: pd.DataFrame, task: str,
+                 names: tuple[str, ...]) -> tuple[list[tuple[str, str]], list[str], int]:
+    """(gallery items (path, caption), their file names, how many files were missing from the folder)."""
+    items, files, missing = [], [], 0
+    for _, row in rows.iterrows():
+        path = folder / str(row["file"])
+        if not path.is_file():
+            missing += 1
+            continue
+        items.append((str(path), caption(row, task, names)))
+        files.append(str(row["file"]))
+    return items, files, missing
+
+
+# ---------------------------------------------------------------- one face, every model
+
+def truth_text(row: dict[str, Any]) -> str:
+    parts = [f"age {int(row['age'])}"]
+    if "gender" in row and not pd.isna(row["gender"]):
+        parts.append(GENDER_NAMES[int(row["gender"])])
+    if "ethnicity" in row and not pd.isna(row["ethnicity"]):
+        parts.append(ETHNICITY_NAMES[int(row["ethnicity"])])
+    return ", ".join(parts)
+
+
+def every_model_table(ctx: AppContext, crop: Image.Image) -> pd.DataFrame:
+    """Every loaded model's prediction for one UTKFace crop (no detection: it is already a face crop)."""
+    records = []
+    predictions = ctx.zoo.predict([crop])
+    for model in ctx.model_names:
+        (pred,) = predictions[model]
+        record: dict[str, Any] = {"model": model, "age (years)": None, "age bin": "", "gender": "", "ethnicity": ""}
+        if pred.age is not None:
+            record["age (years)"] = round(float(pred.age), 1)
+        if pred.age_bin_probs is not None:
+            k = int(np.argmax(pred.age_bin_probs))
+            record["age bin"] = f"{pred.age_bin_names[k]} ({float(pred.age_bin_probs[k]):.0%})"
+        if pred.gender_probs is not None:
+            k = int(np.argmax(pred.gender_probs))
+            record["gender"] = f"{GENDER_NAMES[k]} ({float(pred.gender_probs[k]):.0%})"
+        if pred.ethnicity_probs is not None:
+            k = int(np.argmax(pred.ethnicity_probs))
+            record["ethnicity"] = f"{ETHNICITY_NAMES[k]} ({float(pred.ethnicity_probs[k]):.0%})"
+        records.append(record)
+    return pd.DataFrame(records)
+
+
+# ---------------------------------------------------------------- callbacks (wired in agekit.ui.blocks)
+
+def on_task(root: str | Path, model: str | None, task: str) -> tuple[Any, Any]:
+    """Model or task changed → the true / predicted class dropdowns for the confusion cell."""
+    try:
+        names = class_names(root, model or "", task)
+    except ValueError:
+        names = ()
+    first, second = (names[0], names[1]) if len(names) > 1 else (None, None)
+    return gr.update(choices=list(names), value=first), gr.update(choices=list(names), value=second)
+
+
+def _faces_failed(status: str) -> tuple[Any, ...]:
+    return ([], [], status)
+
+
+@guarded(_faces_failed)
+def on_show_faces(root: str | Path, model: str | None, task: str, mode: str, true_name: str | None,
+                  pred_name: str | None, folder_text: str | None) -> tuple[Any, ...]:
+    """Show button → (gallery items, their file names for the click handler, status)."""
+    if not model:
+        raise ValueError("no model has test-set predictions to analyse (checkpoints/<model>/eval/predictions.csv)")
+    folder = resolve_folder(folder_text)
+    frame = read_predictions(root, model)
+    names = class_names(root, model, task)
+    index = {name: i for i, name in enumerate(names)}
+    rows = select_faces(frame, task, mode, index.get(true_name or ""), index.get(pred_name or ""))
+    items, files, missing = face_gallery(folder, rows, task, names)
+    what = f"{true_name} → {pred_name}" if mode == "confusion cell" else mode
+    status = f"{len(items)} test faces for {model}, {task}: {what}" + (" (showing the first 24)" if len(rows) == MAX_GALLERY else "")
+    if not len(rows):
+        status = f"no test faces for {model}, {task}: {what}"
+    if missing:
+        status += f" · {missing} file(s) not found in {folder}: is it the UTKFace folder the model was evaluated on?"
+    return items, files, status
+
+
+def _face_failed(status: str) -> tuple[Any, ...]:
+    return (None, None, [], status)
+
+
+@guarded(_face_failed)
+def on_select_face(ctx: AppContext, model: str | None, task: str, method: str, folder_text: str | None,
+                   files: list[str] | None, evt: gr.SelectData) -> tuple[Any, ...]:
+    """Gallery click → (the face, every model's predictions table, Grad-CAM gallery, status)."""
+    return explain_test_face(ctx, model, task, method, folder_text, files, int(evt.index))
+
+
+def explain_test_face(ctx: AppContext, model: str | None, task: str, method: str, folder_text: str | None,
+                      files: list[str] | None, index: int) -> tuple[Any, ...]:
+    """(the face, every model's predictions table, Grad-CAM gallery, status) for gallery item `index`."""
+    if not files or not 0 <= index < len(files):
+        raise ValueError("click one of the faces above first")
+    folder = resolve_folder(folder_text)
+    crop = load_image(folder / files[index])
+    frame = read_predictions(ctx.checkpoints_root, model) if model else None
+    truth = ""
+    if frame is not None:
+        match = frame[frame["file"] == files[index]]
+        if len(match):
+            truth = f"truth: {truth_text(match.iloc[0].to_dict())} · "
+    explain_task = "age" if task not in TASK_COLUMNS else TASK_COLUMNS[task].explain_task
+    gallery = explain_crop(ctx, crop, explain_task, method)
+    return crop, every_model_table(ctx, crop), gallery, f"{truth}{files[index]}"

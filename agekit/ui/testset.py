@@ -1,0 +1,237 @@
+"""Test-set tab: a model's committed evaluation (confusion, per-class, MAE by age, fairness, calibration), leaderboard.
+
+Everything is drawn from checkpoints/<model>/eval/metrics.json and checkpoints/leaderboard.csv;
+no dataset is needed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+import plotly.graph_objects as go
+
+from agekit import plots
+from agekit.ui.guard import guarded
+from agekit.ui.model_info import METRIC_NAMES, metrics_lines, metrics_section
+
+# UI task name -> metrics.json section of that classification task
+TASK_SECTIONS: dict[str, str] = {"age bins": "age_bin", "gender": "gender", "ethnicity": "ethnicity"}
+CONFUSION_VIEWS = ("counts", "row-normalised")
+FAIRNESS_ATTRIBUTES = ("gender", "ethnicity")
+FAIRNESS_METRICS = ("age_mae", "age_cs5", "age_bin_accuracy", "gender_accuracy", "ethnicity_accuracy",
+                    "ethnicity_macro_f1")
+NO_SECOND_MODEL = "(none)"
+LEADERBOARD_FILE = "leaderboard.csv"
+PANEL_OUTPUTS = 5  # headline markdown, confusion matrix, per-class bars, per-class table, reliability diagram
+PER_CLASS_COLUMNS = ("class", "precision", "recall", "f1", "support", "predicted")
+
+
+@dataclass
+class ModelEval:
+    """One model's committed evaluation artifacts."""
+
+    name: str
+    metrics: dict[str, Any]  # metrics.json's "metrics" block, as agekit.metrics.compute_metrics returns it
+    folder: Path  # checkpoints/<name>/eval
+    report: dict[str, Any]  # the whole metrics.json (model, data provenance, speed, metrics)
+
+
+def eval_folder(root: str | Path, name: str) -> Path:
+    return Path(root) / name / "eval"
+
+
+def read_model_eval(root: str | Path, name: str) -> ModelEval:
+    """Load checkpoints/<name>/eval/metrics.json; a clear ValueError when it is missing or unreadable."""
+    path = eval_folder(root, name) / "metrics.json"
+    if not path.is_file():
+        raise ValueError(f"model {name} has no evaluation artifacts ({path} is missing): run "
+                         f"`python -m evaluation.evaluate --models {name}` to create them")
+    try:
+        metrics = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); re-run the evaluation for {name}") from None
+    if not isinstance(metrics, dict):
+        raise ValueError(f"{path} does not hold a JSON object; re-run the evaluation for {name}")  # noqa: TRY004
+    return ModelEval(name=name, metrics=metrics_section(metrics), folder=path.parent, report=metrics)
+
+
+def model_choices(root: str | Path, loaded: list[str] | None = None) -> list[str]:
+    """Checkpoint folders under `root` (with config.json or eval artifacts), loaded models first."""
+    root = Path(root)
+    names = list(loaded or [])
+    if root.is_dir():
+        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+            if folder.name not in names and ((folder / "config.json").is_file() or (folder / "eval").is_dir()):
+                names.append(folder.name)
+    return names
+
+
+def has_eval(root: str | Path, name: str) -> bool:
+    return (eval_folder(root, name) / "metrics.json").is_file()
+
+
+# ---------------------------------------------------------------- one model's panel
+
+def headline_markdown(ev: ModelEval) -> str:
+    """Model name, test-set size, headline metrics, size and CPU speed."""
+    n = ev.metrics.get("n")
+    head = f"#### {ev.name}" + (f" — {n:,} test faces" if isinstance(n, int) else "")
+    lines = [head, " · ".join(metrics_lines(ev.metrics, limit=10))]
+    model, speed = ev.report.get("model", {}), ev.report.get("speed", {})
+    facts = []
+    if isinstance(model.get("params"), int):
+        facts.append(f"{model['params'] / 1e6:.2f} M parameters")
+    if isinstance(model.get("flops"), (int, float)):
+        facts.append(f"{model['flops'] / 1e6:.0f} MFLOPs")
+    if isinstance(speed.get("latency_ms"), (int, float)):
+        facts.append(f"{speed['latency_ms']:.1f} ms per face on CPU")
+    if facts:
+        lines.append(" · ".join(facts))
+    return "\n\n".join(lines)
+
+
+def per_class_frame(section: dict[str, Any]) -> pd.DataFrame:
+    """Per-class precision / recall / F1 / support table of one task."""
+    frame = pd.DataFrame(section["per_class"])
+    columns = [c for c in PER_CLASS_COLUMNS if c in frame.columns]
+    return frame[columns].round(3)
+
+
+def model_panel(ev: ModelEval, task: str, view: str) -> list[Any]:
+    """[headline markdown, confusion figure, per-class figure, per-class table, reliability figure] for one task."""
+    section_name = TASK_SECTIONS.get(task)
+    if section_name is None:
+        raise ValueError(f"unknown task {task!r}; choose one of {list(TASK_SECTIONS)}")
+    section = ev.metrics.get(section_name)
+    if not section:
+        return [headline_markdown(ev) + f"\n\n{ev.name} does not predict {task}.", None, None, None, None]
+    normalize = view == CONFUSION_VIEWS[1]
+    title = f"{ev.name}: {task}"
+    return [
+        headline_markdown(ev),
+        plots.confusion_matrix_figure(section["confusion"], normalize=normalize,
+                                      title=f"{title} confusion ({view})"),
+        plots.per_class_figure(section["per_class"], title=f"{title} precision / recall / F1"),
+        per_class_frame(section),
+        plots.reliability_figure(section["calibration"], title=f"{title} reliability"),
+    ]
+
+
+def empty_panel(message: str = "") -> list[Any]:
+    return [message, None, None, None, None]
+
+
+# ---------------------------------------------------------------- figures across models
+
+def mae_by_age(evals: list[ModelEval]) -> go.Figure | None:
+    curves = {ev.name: ev.metrics["age"]["mae_by_age"] for ev in evals if "age" in ev.metrics}
+    return plots.mae_by_age_figure(curves) if curves else None
+
+
+def fairness(evals: list[ModelEval], attribute: str, metric: str) -> tuple[go.Figure | None, pd.DataFrame | None]:
+    """Bars of `metric` per `attribute` group for each model, and the same numbers as a table (with gaps)."""
+    groups = {ev.name: ev.metrics["fairness"][attribute]["groups"] for ev in evals
+              if attribute in ev.metrics.get("fairness", {})}
+    groups = {name: rows for name, rows in groups.items() if any(row.get(metric) is not None for row in rows)}
+    if not groups:
+        return None, None
+    figure = plots.fairness_figure(groups, metric=metric, title=f"{METRIC_NAMES.get(metric, metric)} per {attribute}")
+    records = []
+    for ev in evals:
+        if ev.name not in groups:
+            continue
+        record: dict[str, Any] = {"model": ev.name}
+        for row in groups[ev.name]:
+            value = row.get(metric)
+            record[f"{row['group']} ({row['count']})"] = None if value is None else round(float(value), 3)
+        gap = ev.metrics["fairness"][attribute].get("gaps", {}).get(metric)
+        record["largest gap"] = None if gap is None else round(float(gap), 3)
+        records.append(record)
+    return figure, pd.DataFrame(records)
+
+
+# ---------------------------------------------------------------- leaderboard
+
+def read_leaderboard(root: str | Path) -> pd.DataFrame:
+    path = Path(root) / LEADERBOARD_FILE
+    if not path.is_file():
+        raise ValueError(f"no leaderboard yet ({path} is missing): `python -m evaluation.evaluate` writes it")
+    return pd.read_csv(path)
+
+
+def leaderboard_metrics(frame: pd.DataFrame) -> list[str]:
+    """Numeric leaderboard columns a user may rank by, age MAE first."""
+    numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c]) and frame[c].notna().any()]
+    return sorted(numeric, key=lambda c: c != "mae")
+
+
+def leaderboard_display(frame: pd.DataFrame, max_chars: int = 28) -> pd.DataFrame:
+    """The leaderboard for a table: floats rounded, long texts (hashes, weight sources) shortened."""
+    shown = frame.round(3)
+    for column in shown.columns:
+        if shown[column].dtype == object:
+            shown[column] = [v if not isinstance(v, str) or len(v) <= max_chars else v[: max_chars - 1] + "…"
+                             for v in shown[column]]
+    return shown
+
+
+def leaderboard_outputs(root: str | Path, metric: str | None) -> tuple[go.Figure | None, pd.DataFrame | None, str]:
+    """(bar figure of `metric`, the whole table rounded, message) from checkpoints/leaderboard.csv."""
+    try:
+        frame = read_leaderboard(root)
+    except ValueError as err:
+        return None, None, str(err)
+    metrics = leaderboard_metrics(frame)
+    if not metrics:
+        return None, leaderboard_display(frame), ""
+    metric = metric if metric in metrics else metrics[0]
+    return plots.leaderboard_figure(frame, metric), leaderboard_display(frame), ""
+
+
+# ---------------------------------------------------------------- callbacks (wired in agekit.ui.blocks)
+
+def _testset_failed(status: str) -> list[Any]:
+    return [*empty_panel(), *empty_panel(), gr.update(visible=False), None, None, None, status]
+
+
+@guarded(_testset_failed)
+def on_testset(root: str | Path, model_a: str | None, model_b: str | None, task: str, view: str,
+               attribute: str, metric: str) -> list[Any]:
+    """Model / task / view changed → [panel A (5), panel B (5), panel B visibility, MAE by age, fairness figure,
+    fairness table, status]."""
+    notes: list[str] = []
+    evals: list[ModelEval] = []
+    panels: list[Any] = []
+    for name in (model_a, model_b):
+        if not name or name == NO_SECOND_MODEL:
+            panels += empty_panel()
+            continue
+        try:
+            ev = read_model_eval(root, name)
+        except ValueError as err:
+            notes.append(str(err))
+            panels += empty_panel(f"#### {name}\n\n{err}")
+            continue
+        evals.append(ev)
+        panels += model_panel(ev, task, view)
+    if attribute not in FAIRNESS_ATTRIBUTES:
+        raise ValueError(f"unknown group attribute {attribute!r}; choose one of {list(FAIRNESS_ATTRIBUTES)}")
+    fairness_figure, fairness_table = fairness(evals, attribute, metric)
+    second_visible = gr.update(visible=bool(model_b) and model_b != NO_SECOND_MODEL)
+    return [*panels, second_visible, mae_by_age(evals), fairness_figure, fairness_table, "\n\n".join(f"⚠️ {n}" for n in notes)]
+
+
+def _leaderboard_failed(status: str) -> list[Any]:
+    return [None, None, status]
+
+
+@guarded(_leaderboard_failed)
+def on_leaderboard(root: str | Path, metric: str | None) -> list[Any]:
+    """Leaderboard metric changed → [figure, table, status]."""
+    figure, table, message = leaderboard_outputs(root, metric)
+    return [figure, table, f"⚠️ {message}" if message else ""]

@@ -1,0 +1,84 @@
+"""The running app through gradio_client: the named "predict" and "explain" endpoints over HTTP."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from agekit.card import ModelCard
+from agekit.checkpoint import save_checkpoint
+from agekit.labels import UTK7
+from agekit.models import create_model
+from agekit.ui import AppContext, build_app
+
+ASTRONAUT = Path(__file__).resolve().parents[1] / "examples" / "nasa_astronaut_eileen_collins.jpg"
+TINY = {"widths": [8, 16], "convs_per_block": 1}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The committed public-domain example photo, or a face-crop-sized image the app uses whole."""
+    if ASTRONAUT.is_file():
+        return ASTRONAUT
+    path = tmp_path_factory.mktemp("photo") / "crop.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (200, 200, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
+    root = tmp_path_factory.mktemp("checkpoints")
+    torch.manual_seed(0)
+    tasks = ("age", "gender", "ethnicity")
+    card = ModelCard(name="tiny", family="scratch", architecture="facecnn", tasks=tasks, architecture_kwargs=TINY,
+                     input_size=32)
+    save_checkpoint(root / "tiny", create_model("facecnn", tasks=tasks, **TINY).eval(), card)
+    demo = build_app(AppContext.create(root, examples_dir=None))
+    demo.queue(default_concurrency_limit=1)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield Client(f"http://127.0.0.1:{port}/", verbose=False)
+    finally:
+        demo.close()
+
+
+def test_predict_endpoint_returns_faces_and_predictions(client: Client, photo: Path) -> None:
+    result = client.predict(handle_file(str(photo)), api_name="/predict")
+    assert result["models"] == ["tiny"] and result["model_failures"] == {} and result["detected"] == 1
+    (face,) = result["faces"]
+    x1, y1, x2, y2 = face["box"]
+    width, height = Image.open(photo).size
+    assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height and face["face"] == 1
+    tiny = face["predictions"]["tiny"]
+    assert 0 <= tiny["age"] <= 116
+    assert list(tiny["age_bins"]) == list(UTK7.names) and sum(tiny["age_bins"].values()) == pytest.approx(1, abs=1e-3)
+    assert set(tiny["gender"]) == {"male", "female"}
+    assert set(tiny["ethnicity"]) == {"White", "Black", "Asian", "Indian", "Others"}
+
+
+def test_explain_endpoint_returns_an_overlay_image(client: Client, photo: Path) -> None:
+    path = client.predict(image=handle_file(str(photo)), face=1, model="tiny", task="age", method="GradCAM",
+                          api_name="/explain")
+    overlay = Image.open(path)
+    assert overlay.mode == "RGB" and overlay.size == (200, 200)
+
+
+def test_non_image_upload_returns_the_clear_message(client: Client, tmp_path: Path) -> None:
+    fake = tmp_path / "notes.jpg"
+    fake.write_text("not an image")
+    with pytest.raises(Exception, match="not an image format I can read"):
+        client.predict(handle_file(str(fake)), api_name="/predict")

@@ -1,0 +1,349 @@
+"""The app's callbacks, called directly (no browser): Compare, Test-set and Error-analysis tabs, API, errors.
+
+Tiny random-weight checkpoints, their eval artifacts (written by the evaluation code itself) and a
+fake UTKFace folder are built once in a temp folder.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from gradio.helpers import special_args
+from PIL import Image
+
+from agekit.card import ModelCard
+from agekit.checkpoint import load_checkpoint, save_checkpoint
+from agekit.data.dataset import FaceTensors
+from agekit.faces import FaceDetector
+from agekit.labels import UTK7
+from agekit.models import create_model
+from agekit.ui import AppContext, api, build_app, compare, error_analysis, testset
+from agekit.ui.guard import guarded, user_message
+from evaluation.evaluate import EvalOptions, evaluate_model, write_leaderboard
+
+REPO = Path(__file__).resolve().parents[1]
+ASTRONAUT = REPO / "examples" / "nasa_astronaut_eileen_collins.jpg"
+TINY = {"widths": [8, 16], "convs_per_block": 1}
+N_TEST = 30
+
+
+def tiny_checkpoint(root: Path, name: str, family: str, tasks: tuple[str, ...]) -> None:
+    torch.manual_seed(len(name))
+    model = create_model("facecnn", tasks=tasks, **TINY).eval()
+    card = ModelCard(name=name, family=family, architecture="facecnn", tasks=tasks, architecture_kwargs=TINY,
+                     input_size=32, init_source="random")
+    save_checkpoint(root / name, model, card)
+
+
+def fake_utkface(folder: Path, n: int) -> FaceTensors:
+    """n random 48x48 images named like UTKFace files, and the same faces as evaluation input."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    ages, genders, ethnicities = rng.integers(1, 80, n), np.arange(n) % 2, np.arange(n) % 5
+    files, images = [], []
+    for i in range(n):
+        pixels = rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)
+        name = f"{ages[i]}_{genders[i]}_{ethnicities[i]}_20170101{i:09d}.jpg.chip.jpg"
+        Image.fromarray(pixels).save(folder / name, "JPEG")
+        files.append(name)
+        images.append(np.asarray(Image.open(folder / name).convert("RGB")))
+    return FaceTensors(images=torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(),
+                       age=torch.from_numpy(ages), gender=torch.from_numpy(genders),
+                       ethnicity=torch.from_numpy(ethnicities), files=files, manifest_hash="test")
+
+
+def face_photo(tmp: Path) -> Path:
+    """The committed public-domain example photo, or a synthetic face-crop-sized image used whole."""
+    if ASTRONAUT.is_file():
+        return ASTRONAUT
+    path = tmp / "crop.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (200, 200, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("app")
+    root = tmp / "checkpoints"
+    tiny_checkpoint(root, "tiny_multi", "multitask", ("age", "gender", "ethnicity"))
+    tiny_checkpoint(root, "tiny_gender", "scratch", ("gender",))
+    (root / "broken").mkdir()
+    (root / "broken" / "config.json").write_text("{not json")
+    faces = fake_utkface(tmp / "UTKFace", N_TEST)
+    options = EvalOptions(checkpoints=root, latency_runs=1, latency_warmup=0, threads=1)
+    evaluate_model(load_checkpoint(root / "tiny_multi"), faces, {"manifest_hash": "test"}, options)
+    write_leaderboard(root)
+    return {"root": root, "utk": tmp / "UTKFace", "photo": face_photo(tmp), "tmp": tmp}
+
+
+@pytest.fixture(scope="module")
+def detector() -> FaceDetector:
+    return FaceDetector()
+
+
+@pytest.fixture(scope="module")
+def ctx(workspace: dict[str, Path], detector: FaceDetector) -> AppContext:
+    return AppContext.create(workspace["root"], data_root=str(workspace["utk"]), examples_dir=REPO / "examples",
+                             detector=detector)
+
+
+@pytest.fixture(scope="module")
+def analysis(ctx: AppContext, workspace: dict[str, Path]) -> compare.FaceAnalysis:
+    return compare.analyse_image(ctx, str(workspace["photo"]))
+
+
+# ---------------------------------------------------------------- start-up
+
+def test_broken_checkpoint_is_reported_and_the_rest_load(ctx: AppContext) -> None:
+    assert ctx.model_names == ["tiny_gender", "tiny_multi"]  # scratch before multitask
+    assert "model broken failed to load:" in ctx.banner_markdown()
+    assert ctx.model_title("tiny_multi") == "tiny_multi (multitask)"
+
+
+def test_missing_checkpoint_folder_gives_a_banner_not_a_crash(tmp_path: Path, detector: FaceDetector) -> None:
+    empty = AppContext.create(tmp_path / "nothing", examples_dir=None, detector=detector)
+    assert empty.model_names == [] and "no usable model checkpoints" in empty.banner_markdown()
+    demo = build_app(empty)
+    assert isinstance(demo, gr.Blocks)
+
+
+def test_blocks_expose_named_predict_and_explain_endpoints(ctx: AppContext) -> None:
+    demo = build_app(ctx, preload_example=True, selected_tab="testset")
+    api_names = {fn.api_name for fn in demo.fns.values()}
+    assert {"predict", "explain"} <= api_names
+    with pytest.raises(ValueError, match="unknown tab"):
+        build_app(ctx, selected_tab="nope")
+
+
+# ---------------------------------------------------------------- Compare tab
+
+def test_on_image_detects_one_face_and_every_model_predicts(ctx: AppContext, workspace: dict[str, Path]) -> None:
+    annotated, face_update, state, status = compare.on_image(ctx, str(workspace["photo"]))
+    assert isinstance(annotated, Image.Image) and annotated.size == Image.open(workspace["photo"]).size
+    assert face_update["choices"] == ["Face 1"] and face_update["value"] == "Face 1"
+    assert status.startswith("Found 1 face")
+    assert set(state.predictions) == {"tiny_gender", "tiny_multi"}
+
+    values = compare.on_face(ctx, state, "Face 1")
+    # tiny_gender: summary + gender label; tiny_multi: summary + age bars + gender + ethnicity
+    assert len(values) == 2 + 4
+    gender_only, multi = values[:2], values[2:]
+    assert gender_only[0].startswith("#### tiny_gender (scratch)") and "age" not in gender_only[0]
+    assert set(gender_only[1]) == {"male", "female"} and sum(gender_only[1].values()) == pytest.approx(1, abs=1e-5)
+    assert "age ≈" in multi[0] and "years" in multi[0]
+    bars = multi[1].data[0]
+    assert list(bars.x) == list(UTK7.names) and sum(bars.y) == pytest.approx(1, abs=1e-5)
+    assert set(multi[3]) == {"White", "Black", "Asian", "Indian", "Others"}
+
+
+def test_on_image_accepts_gradio_payloads(ctx: AppContext, workspace: dict[str, Path]) -> None:
+    by_dict = compare.on_image(ctx, {"path": str(workspace["photo"]), "url": None})
+    assert by_dict[3].startswith("Found 1 face")
+    encoded = base64.b64encode(workspace["photo"].read_bytes()).decode()
+    by_data_url = compare.on_image(ctx, {"path": None, "url": f"data:image/jpeg;base64,{encoded}"})
+    assert by_data_url[3].startswith("Found 1 face")
+
+
+def test_cleared_image_clears_outputs(ctx: AppContext) -> None:
+    annotated, face_update, state, status = compare.on_image(ctx, None)
+    assert annotated is None and state is None and status == "" and face_update["visible"] is False
+    values = compare.on_face(ctx, None, None)
+    assert values[0] == "#### tiny_gender (scratch)" and values[1] is None
+
+
+def test_non_image_upload_gives_a_clear_message(ctx: AppContext, tmp_path: Path) -> None:
+    fake = tmp_path / "notes.jpg"
+    fake.write_text("this is not an image")
+    annotated, _, state, status = compare.on_image(ctx, str(fake))
+    assert annotated is None and state is None
+    assert "not an image format I can read" in status
+
+
+def test_photo_without_a_face_gives_a_clear_message(ctx: AppContext, tmp_path: Path) -> None:
+    wall = tmp_path / "wall.png"
+    Image.new("RGB", (640, 480), (128, 128, 128)).save(wall)
+    status = compare.on_image(ctx, str(wall))[3]
+    assert "no face found" in status
+
+
+def test_gradcam_gallery_covers_every_model_and_task(ctx: AppContext, analysis: compare.FaceAnalysis) -> None:
+    gallery, status = compare.on_explain(ctx, analysis, "Face 1", "GradCAM", "all")
+    captions = [caption for _, caption in gallery]
+    assert len(gallery) == 1 + 3 and status.startswith("Grad-CAM (GradCAM) of face 1")
+    assert captions[0].startswith("tiny_gender · gender: score of the predicted class")
+    age_caption = next(c for c in captions if c.startswith("tiny_multi · age"))
+    assert "probability of the predicted age bin" in age_caption
+    assert any(name in age_caption for name in UTK7.names)
+    overlay = gallery[0][0]
+    assert overlay.dtype == np.uint8 and overlay.shape == (200, 200, 3)
+
+    only_age, _ = compare.on_explain(ctx, analysis, "Face 1", "EigenCAM", "age")
+    assert len(only_age) == 1 and "EigenCAM ignores the class" in only_age[0][1]
+
+
+def test_gradcam_errors_are_messages(ctx: AppContext, analysis: compare.FaceAnalysis) -> None:
+    no_face = "⚠️ no face to explain yet: upload a photo with a face first"
+    assert compare.on_explain(ctx, None, None, "GradCAM", "age") == ([], no_face)
+    gallery, status = compare.on_explain(ctx, analysis, "Face 1", "NoSuchCAM", "age")
+    assert gallery == [] and "unknown CAM method" in status
+
+
+# ---------------------------------------------------------------- API functions
+
+def test_predict_json_lists_faces_boxes_and_every_model(ctx: AppContext, workspace: dict[str, Path]) -> None:
+    result = api.predict_json(ctx, str(workspace["photo"]))
+    json.dumps(result)  # JSON-ready
+    assert result["models"] == ["tiny_gender", "tiny_multi"] and "broken" in result["model_failures"]
+    (face,) = result["faces"]
+    assert face["face"] == 1 and len(face["box"]) == 4 and 0 < face["score"] <= 1
+    multi = face["predictions"]["tiny_multi"]
+    assert 0 <= multi["age"] <= 116 and list(multi["age_bins"]) == list(UTK7.names)
+    assert sum(multi["ethnicity"].values()) == pytest.approx(1, abs=1e-3)
+    assert set(face["predictions"]["tiny_gender"]) == {"gender"}
+
+
+def test_explain_overlay_and_its_errors(ctx: AppContext, workspace: dict[str, Path]) -> None:
+    photo = str(workspace["photo"])
+    overlay = api.explain_overlay(ctx, photo, 1, "tiny_multi", "ethnicity", "GradCAM++")
+    assert overlay.dtype == np.uint8 and overlay.ndim == 3
+    with pytest.raises(ValueError, match="face 2 does not exist"):
+        api.explain_overlay(ctx, photo, 2, "tiny_multi", "age", "GradCAM")
+    with pytest.raises(ValueError, match="unknown model"):
+        api.explain_overlay(ctx, photo, 1, "nope", "age", "GradCAM")
+    with pytest.raises(gr.Error, match="model tiny_gender predicts gender, not 'age'"):
+        api.explain_endpoint(ctx, photo, 1, "tiny_gender", "age", "GradCAM")
+
+
+# ---------------------------------------------------------------- Test-set tab
+
+def test_testset_panels_come_from_eval_artifacts(ctx: AppContext) -> None:
+    out = testset.on_testset(ctx.checkpoints_root, "tiny_multi", "tiny_gender", "gender", "row-normalised",
+                             "ethnicity", "age_mae")
+    headline, confusion, per_class_fig, per_class, reliability = out[:5]
+    assert headline.startswith(f"#### tiny_multi — {N_TEST} test faces") and "age MAE (years)" in headline
+    z = np.asarray(confusion.data[0].z)
+    assert z.shape == (2, 2) and np.allclose(z.sum(axis=1), 1.0)
+    assert list(per_class["class"]) == ["male", "female"] and per_class["support"].sum() == N_TEST
+    assert len(per_class_fig.data) == 3 and "ECE" in reliability.layout.title.text
+    second = out[5:10]
+    assert "tiny_gender has no evaluation artifacts" in second[0] and second[1] is None
+    assert out[10]["visible"] is True
+    mae_figure, fairness_figure, fairness_table, status = out[11:]
+    assert mae_figure.data[1].name == "tiny_multi"
+    assert list(fairness_figure.data[0].x) == ["White", "Black", "Asian", "Indian", "Others"]
+    assert list(fairness_table["model"]) == ["tiny_multi"] and "largest gap" in fairness_table.columns
+    assert "python -m evaluation.evaluate --models tiny_gender" in status
+
+
+def test_testset_counts_view_and_age_bins(ctx: AppContext) -> None:
+    out = testset.on_testset(ctx.checkpoints_root, "tiny_multi", testset.NO_SECOND_MODEL, "age bins", "counts",
+                             "gender", "gender_accuracy")
+    z = np.asarray(out[1].data[0].z)
+    assert z.shape == (7, 7) and z.sum() == N_TEST
+    assert out[10]["visible"] is False and out[-1] == ""
+
+
+def test_leaderboard_and_missing_leaderboard(ctx: AppContext, tmp_path: Path) -> None:
+    figure, table, status = testset.on_leaderboard(ctx.checkpoints_root, "mae")
+    assert status == "" and list(table["name"]) == ["tiny_multi"] and list(figure.data[0].y) == ["tiny_multi"]
+    assert testset.leaderboard_metrics(table)[0] == "mae"
+    assert testset.on_leaderboard(tmp_path, "mae")[2].startswith("⚠️ no leaderboard yet")
+
+
+# ---------------------------------------------------------------- Error-analysis tab
+
+def test_select_faces_orders_the_most_telling_first() -> None:
+    frame = pd.DataFrame({
+        "file": ["a", "b", "c", "d"], "age": [20, 30, 40, 50], "pred_age": [21.0, 45.0, 39.0, 20.0],
+        "age_abs_error": [1.0, 15.0, 1.0, 30.0], "gender": [0, 0, 1, 1], "pred_gender": [0, 1, 0, 1],
+        "gender_p0": [0.9, 0.4, 0.8, 0.3], "gender_p1": [0.1, 0.6, 0.2, 0.7],
+    })
+    assert list(error_analysis.select_faces(frame, "gender", "largest age errors")["file"]) == ["d", "b", "a", "c"]
+    mistakes = error_analysis.select_faces(frame, "gender", "most confident mistakes")
+    assert list(mistakes["file"]) == ["c", "b"] and list(mistakes["confidence"]) == [0.8, 0.6]
+    cell = error_analysis.select_faces(frame, "gender", "confusion cell", true_class=1, pred_class=1)
+    assert list(cell["file"]) == ["d"]
+    with pytest.raises(ValueError, match="does not predict ethnicity"):
+        error_analysis.select_faces(frame, "ethnicity", "most confident mistakes")
+
+
+def test_error_gallery_reads_faces_from_the_dataset_folder(ctx: AppContext) -> None:
+    items, files, status = error_analysis.on_show_faces(ctx.checkpoints_root, "tiny_multi", "age bins",
+                                                        "largest age errors", None, None, ctx.data_root)
+    assert len(items) == len(files) == min(N_TEST, error_analysis.MAX_GALLERY)
+    path, caption = items[0]
+    assert Path(path).parent == Path(ctx.data_root) and caption.startswith("true ") and "pred " in caption
+    assert status.startswith(f"{len(items)} test faces for tiny_multi")
+
+    items, _, _ = error_analysis.on_show_faces(ctx.checkpoints_root, "tiny_multi", "gender",
+                                               "most confident mistakes", None, None, ctx.data_root)
+    assert all(c.startswith("true ") and "· pred " in c and c.endswith("%)") for _, c in items)
+
+
+def test_error_tab_without_dataset_folder_says_what_to_do(ctx: AppContext, tmp_path: Path) -> None:
+    items, _, status = error_analysis.on_show_faces(ctx.checkpoints_root, "tiny_multi", "gender",
+                                                    "most confident mistakes", None, None, "")
+    assert items == [] and "set AGEKIT_UTKFACE or enter the UTKFace folder path" in status
+    status = error_analysis.on_show_faces(ctx.checkpoints_root, "tiny_multi", "gender", "most confident mistakes",
+                                          None, None, str(tmp_path / "missing"))[2]
+    assert "does not exist" in status
+    status = error_analysis.on_show_faces(ctx.checkpoints_root, "tiny_gender", "gender", "most confident mistakes",
+                                          None, None, ctx.data_root)[2]
+    assert "no test-set predictions" in status
+
+
+def test_clicked_test_face_shows_every_model_and_gradcam(ctx: AppContext) -> None:
+    _, files, _ = error_analysis.on_show_faces(ctx.checkpoints_root, "tiny_multi", "gender", "most confident mistakes",
+                                               None, None, ctx.data_root)
+    face, table, cams, status = error_analysis.explain_test_face(ctx, "tiny_multi", "gender", "GradCAM",
+                                                                 ctx.data_root, files, 0)
+    assert isinstance(face, Image.Image)
+    assert list(table["model"]) == ["tiny_gender", "tiny_multi"]
+    assert [c.split(" · ")[0] for _, c in cams] == ["tiny_gender", "tiny_multi"]
+    assert status.startswith("truth: age ") and status.endswith(files[0])
+    update_true, update_pred = error_analysis.on_task(ctx.checkpoints_root, "tiny_multi", "ethnicity")
+    assert update_true["choices"][0] == "White" and update_pred["value"] == "Black"
+
+
+def test_gallery_click_handler_receives_the_clicked_index(ctx: AppContext) -> None:
+    _, files, _ = error_analysis.on_show_faces(ctx.checkpoints_root, "tiny_multi", "gender", "most confident mistakes",
+                                               None, None, ctx.data_root)
+    demo = build_app(ctx)
+    handler = next(f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "select_face")
+    inputs = ["tiny_multi", "gender", "GradCAM", ctx.data_root, files]
+    click = gr.SelectData(None, {"index": 1, "value": None})
+    args, _, event_index, _ = special_args(handler, list(inputs), event_data=click)
+    assert event_index == len(inputs) and args[-1].index == 1  # Gradio injects the click after the five inputs
+    assert handler(*args)[3].endswith(files[1])
+
+
+# ---------------------------------------------------------------- robustness
+
+def test_unexpected_errors_are_logged_and_shown_short(caplog: pytest.LogCaptureFixture) -> None:
+    @guarded(lambda status: ("failed", status))
+    def explode() -> tuple[str, str]:
+        raise RuntimeError("internal detail")
+
+    with caplog.at_level(logging.ERROR, logger="agekit.ui"):
+        assert explode() == ("failed", "⚠️ Unexpected error (RuntimeError); the details are in the server log.")
+    assert "internal detail" in caplog.text
+    assert user_message(ValueError("bad input: do X")) == "bad input: do X"
+
+
+def test_image_source_rejects_empty_input() -> None:
+    with pytest.raises(ValueError, match="no image"):
+        compare.image_source(None)
+    assert compare.image_source({"path": "/x.png"}) == "/x.png"
+    png = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(png, "PNG")
+    url = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
+    assert compare.image_source({"url": url}) == png.getvalue()
