@@ -258,6 +258,7 @@ def test_leaderboard_and_missing_leaderboard(ctx: AppContext, tmp_path: Path) ->
     figure, table, status = testset.on_leaderboard(ctx.checkpoints_root, "mae")
     assert status == "" and list(table["name"]) == ["tiny_multi"] and list(figure.data[0].y) == ["tiny_multi"]
     assert testset.leaderboard_metrics(table)[0] == "mae"
+    assert testset.default_model(ctx.checkpoints_root, ctx.model_names) == "tiny_multi"  # the evaluated one
     assert testset.on_leaderboard(tmp_path, "mae")[2].startswith("⚠️ no leaderboard yet")
 
 

@@ -103,11 +103,10 @@ def _compare_tab(ctx: AppContext, preload: Path | None) -> None:
 def _testset_tab(ctx: AppContext, demo: gr.Blocks) -> None:
     root = ctx.checkpoints_root
     names = testset.model_choices(root, ctx.model_names)
-    evaluated = [n for n in names if testset.has_eval(root, n)]
     gr.Markdown("Results on the held-out UTKFace test split, read from each model's committed evaluation "
                 "(`checkpoints/<model>/eval/`). No dataset is needed for this tab.")
     with gr.Row():
-        model_a = gr.Dropdown(names, value=(evaluated or names or [None])[0], label="model")
+        model_a = gr.Dropdown(names, value=testset.default_model(root, names), label="model")
         model_b = gr.Dropdown([testset.NO_SECOND_MODEL, *names], value=testset.NO_SECOND_MODEL,
                               label="compare with")
         task = gr.Radio(list(testset.TASK_SECTIONS), value="age bins", label="task")
@@ -153,13 +152,14 @@ def _testset_tab(ctx: AppContext, demo: gr.Blocks) -> None:
 def _error_analysis_tab(ctx: AppContext) -> None:
     root = ctx.checkpoints_root
     names = error_analysis.models_with_predictions(root, testset.model_choices(root, ctx.model_names))
+    first = testset.default_model(root, names)
     gr.Markdown("Which test faces does a model get wrong? Faces are read from your UTKFace folder; "
                 "click one to compare every model's prediction and Grad-CAM on it.")
     with gr.Row():
-        model = gr.Dropdown(names, value=(names or [None])[0], label="model")
+        model = gr.Dropdown(names, value=first, label="model")
         task = gr.Radio(list(error_analysis.TASKS_UI), value="age bins", label="task")
         mode = gr.Radio(list(error_analysis.MODES), value="most confident mistakes", label="show")
-    first_choices = error_analysis.on_task(root, (names or [None])[0], "age bins")
+    first_choices = error_analysis.on_task(root, first, "age bins")
     with gr.Row():
         true_class = gr.Dropdown(label="true class (confusion cell)", **_choices(first_choices[0]))
         pred_class = gr.Dropdown(label="predicted class (confusion cell)", **_choices(first_choices[1]))

@@ -75,6 +75,18 @@ def has_eval(root: str | Path, name: str) -> bool:
     return (eval_folder(root, name) / "metrics.json").is_file()
 
 
+def default_model(root: str | Path, names: list[str]) -> str | None:
+    """The model the tab opens on: the leaderboard's first (best age MAE) if it is listed, else the first
+    model with eval artifacts, else the first model."""
+    try:
+        board = read_leaderboard(root)
+        ranked = [n for n in board["name"].astype(str) if n in names]
+    except (ValueError, KeyError):
+        ranked = []
+    evaluated = [n for n in names if has_eval(root, n)]
+    return (ranked or evaluated or names or [None])[0]
+
+
 # ---------------------------------------------------------------- one model's panel
 
 def headline_markdown(ev: ModelEval) -> str:
@@ -85,7 +97,7 @@ def headline_markdown(ev: ModelEval) -> str:
     model, speed = ev.report.get("model", {}), ev.report.get("speed", {})
     facts = []
     if isinstance(model.get("params"), int):
-        facts.append(f"{model['params'] / 1e6:.2f} M parameters")
+        facts.append(f"{model['params']:,} parameters")
     if isinstance(model.get("flops"), (int, float)):
         facts.append(f"{model['flops'] / 1e6:.0f} MFLOPs")
     if isinstance(speed.get("latency_ms"), (int, float)):
