@@ -1,0 +1,435 @@
+"""Image loading and face detection, cropping every face with the same framing as UTKFace's 200x200 crops.
+
+`load_image` turns whatever a user uploads into an RGB PIL image (or an `ImageError` saying what to do);
+`FaceDetector.detect` finds faces with MTCNN (facenet-pytorch, weights ship in the wheel) and returns
+`FaceCrop`s whose 200x200 images are framed like the training data.
+
+The framing constants were measured with
+    python -m agekit.faces measure-framing /work/shared/data/UTKFace --n 200
+(see `measure_utk_framing`; the numbers are next to the UTK_* constants below).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import random
+import re
+import struct
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import (
+    Image,
+    ImageDraw,
+    ImageFilter,
+    ImageFont,
+    ImageOps,
+    UnidentifiedImageError,
+)
+
+MAX_PIXELS = 40_000_000  # larger uploads are refused: decoding them would take seconds and ~120 MB+ of RAM
+MIN_SIDE = 32  # px; smaller images cannot hold a face the models can read
+MAX_FILE_BYTES = 64 * 1024 * 1024  # larger files are refused before reading them
+UTK_SIZE = 200  # side of UTKFace's aligned & cropped images, px
+
+# PIL warns above MAX_IMAGE_PIXELS and refuses above twice that; load_image turns both into ImageError.
+Image.MAX_IMAGE_PIXELS = min(Image.MAX_IMAGE_PIXELS or MAX_PIXELS, MAX_PIXELS)
+
+# UTKFace framing relative to the MTCNN box of the face (measured on 200 UTKFace crops pasted, at 100 px, on a
+# textured 400x400 background — `python -m agekit.faces measure-framing DATA --n 200`): the crop side is
+# UTK_SIDE_PER_BOX_WIDTH x box width, and its centre is the box centre shifted by (DX, DY) x box width.
+# The box width is used as the scale because it is the most context-independent box measure (box height and
+# vertical centre move by ~5% depending on what surrounds the face; width by <2%).
+UTK_SIDE_PER_BOX_WIDTH = 1.190
+UTK_CENTRE_DX = 0.017
+UTK_CENTRE_DY = 0.074
+# A square-ish photo whose face's UTKFace crop would span at least this fraction of it is used whole.
+FACE_FILLS_FRAME = 0.85
+
+
+class ImageError(ValueError):
+    """The upload cannot be used as an image; the message tells the user what to do."""
+
+
+class NoFaceFound(ValueError):
+    """The detector found no face in the image."""
+
+
+NO_FACE_MESSAGE = "no face found — try a photo where the face is at least 40 px wide and faces the camera"
+
+
+# ---------------------------------------------------------------- loading
+
+def load_image(source: str | Path | bytes | bytearray | Image.Image | np.ndarray) -> Image.Image:
+    """Any upload (path, encoded bytes, PIL image, HxW / HxWxC array) → RGB PIL image, upright.
+
+    Applies the EXIF orientation, keeps the first frame of animations, composites transparency on white and
+    scales 16-bit / 32-bit / float pixels to 8 bits.
+    Raises ImageError with a user-facing message for empty, corrupt, truncated, huge or tiny images.
+    """
+    if isinstance(source, np.ndarray):
+        image = _array_to_image(source)
+    elif isinstance(source, Image.Image):
+        image = source
+        _check_pixels(*image.size)
+    else:
+        image = _open_encoded(source)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            if getattr(image, "n_frames", 1) > 1:
+                image.seek(0)  # first frame of an animated GIF / WebP / APNG / MPO
+            image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise _too_large(err) from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError) as err:
+        raise ImageError(f"the image file is truncated or corrupt ({err}); re-save or re-upload it") from None
+    image = _exif_upright(image)
+    rgb = to_rgb(image)
+    if min(rgb.size) < MIN_SIDE:
+        raise ImageError(f"the image is too small ({rgb.width}x{rgb.height} px); upload a photo at least "
+                         f"{MIN_SIDE} px on each side")
+    return rgb
+
+
+def _open_encoded(source: str | Path | bytes | bytearray) -> Image.Image:
+    """Open (lazily: header only) a file path or encoded bytes."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        name = "the uploaded data"
+    elif isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise ImageError(f"image file {path} does not exist")
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise ImageError(f"{path.name} is {path.stat().st_size / 2**20:.0f} MB; upload an image file under "
+                             f"{MAX_FILE_BYTES // 2**20} MB")
+        data = path.read_bytes()
+        name = path.name
+    else:
+        raise ImageError(f"cannot read an image from a {type(source).__name__}; pass a file path, bytes, a PIL "
+                         "image or a numpy array")
+    if not data:
+        raise ImageError(f"{name} is empty (0 bytes); upload the image again")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise _too_large(err) from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{name} is not an image format I can read; upload a JPEG, PNG, WebP, GIF, BMP or "
+                         "TIFF file (iPhone HEIC photos: export them as JPEG first)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        raise ImageError(f"{name} looks like an image but its header is corrupt ({err}); re-save it as "
+                         "JPEG or PNG") from None
+    _check_pixels(*image.size)  # our own limit, whatever another module set Image.MAX_IMAGE_PIXELS to
+    return image
+
+
+def _check_pixels(width: int, height: int) -> None:
+    if width * height > MAX_PIXELS:
+        raise ImageError(f"the image is too large ({width}x{height} px = {width * height / 1e6:.0f} megapixels); "
+                         f"resize it below {MAX_PIXELS // 1_000_000} megapixels and try again")
+
+
+def _too_large(err: Exception) -> ImageError:
+    """ImageError for PIL's decompression-bomb error/warning, whose text holds the pixel count."""
+    found = re.search(r"\((\d+) pixels\)", str(err))
+    size = f"{int(found.group(1)) / 1e6:.0f} megapixels" if found else f"over {MAX_PIXELS // 1_000_000} megapixels"
+    return ImageError(f"the image is too large ({size}); resize it below {MAX_PIXELS // 1_000_000} megapixels "
+                      "and try again")
+
+
+def _exif_upright(image: Image.Image) -> Image.Image:
+    """Rotate/flip by the EXIF orientation tag; a malformed EXIF block leaves the image as it is."""
+    try:
+        return ImageOps.exif_transpose(image) or image
+    except (OSError, ValueError, TypeError, KeyError, SyntaxError, struct.error):  # broken EXIF is common
+        return image
+
+
+def _array_to_image(array: np.ndarray) -> Image.Image:
+    """HxW, HxWx1, HxWx3 or HxWx4 array (uint8, other ints, bool or float in [0, 1]) → PIL image."""
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise ImageError(f"an image array must be HxW, HxWx3 or HxWx4, got shape {array.shape}")
+    _check_pixels(array.shape[1], array.shape[0])
+    if array.dtype != np.uint8:
+        array = _scale_to_uint8(array)
+    return Image.fromarray(np.ascontiguousarray(array), "L" if array.ndim == 2 else
+                           ("RGB" if array.shape[2] == 3 else "RGBA"))
+
+
+def _scale_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Map high-bit-depth or float pixels to 0..255 by the range their type implies.
+
+    bool → {0, 255}; float within [0, 1] → x 255; values already within 0..255 → unchanged; up to 65535
+    (16-bit) → / 257; anything else (e.g. HDR floats) → min-max stretch.
+    """
+    if values.dtype == bool:
+        return values.astype(np.uint8) * 255
+    finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    scaled = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=hi, neginf=lo)
+    if values.dtype.kind == "f" and lo >= 0.0 and hi <= 1.0:
+        scaled = scaled * 255.0
+    elif lo >= 0 and hi <= 255:
+        pass
+    elif lo >= 0 and hi <= 65535:
+        scaled = scaled / 257.0
+    else:
+        scaled = (scaled - lo) * (255.0 / max(hi - lo, 1e-12))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode → RGB: transparency composited on white, 16/32-bit and float scaled to 8 bits."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
+        return Image.fromarray(_scale_to_uint8(np.asarray(image)), "L").convert("RGB")
+    if mode == "P" and "transparency" in image.info or mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    try:
+        return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, HSV, RGBX, ...
+    except (ValueError, OSError) as err:
+        raise ImageError(f"the image's colour mode {mode} is not supported ({err}); re-save it as RGB JPEG "
+                         "or PNG") from None
+
+
+# ---------------------------------------------------------------- cropping geometry
+
+Box = tuple[float, float, float, float]  # (x1, y1, x2, y2) in pixels
+
+
+def utk_crop_box(box: Box, img_size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The square region (x1, y1, x2, y2), px, framing the face in `box` the way UTKFace's crops do.
+
+    `img_size` is (width, height) of the image `box` lives in; the region may extend past its borders (the
+    crop is then padded black, as UTKFace's own crops are). Raises ValueError for an empty box or one
+    outside the image.
+    """
+    x1, y1, x2, y2 = (float(v) for v in box)
+    width, height = img_size
+    face_width = x2 - x1
+    if face_width <= 0 or y2 <= y1:
+        raise ValueError(f"face box {box} is empty")
+    if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
+        raise ValueError(f"face box {box} lies outside the {width}x{height} image")
+    side = max(1, round(UTK_SIDE_PER_BOX_WIDTH * face_width))
+    cx = (x1 + x2) / 2 + UTK_CENTRE_DX * face_width
+    cy = (y1 + y2) / 2 + UTK_CENTRE_DY * face_width
+    left, top = math.floor(cx - side / 2 + 0.5), math.floor(cy - side / 2 + 0.5)
+    return left, top, left + side, top + side
+
+
+def crop_face(image: Image.Image, box: Box, size: int = UTK_SIZE) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """(size x size RGB crop in UTKFace framing, the region it was cut from); out-of-image parts are black."""
+    region = utk_crop_box(box, image.size)
+    crop = image.crop(region)  # PIL fills pixels outside the image with 0 (black)
+    if crop.size != (size, size):
+        crop = crop.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=2.0)
+    return crop, region
+
+
+def square_within(image: Image.Image, centre: tuple[float, float],
+                  size: int = UTK_SIZE) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """The largest square inside the image, as close to `centre` (px) as fits, resized to size x size."""
+    side = min(image.size)
+    left = min(max(0, round(centre[0] - side / 2)), image.width - side)
+    top = min(max(0, round(centre[1] - side / 2)), image.height - side)
+    region = (left, top, left + side, top + side)
+    crop = image.crop(region)
+    if crop.size != (size, size):
+        crop = crop.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=2.0)
+    return crop, region
+
+
+# ---------------------------------------------------------------- detection
+
+@dataclass
+class FaceCrop:
+    """One detected face: its 200x200 crop framed like UTKFace, where it was found, and detector confidence."""
+
+    image: Image.Image  # RGB, UTK_SIZE x UTK_SIZE
+    box: Box  # detected face box (x1, y1, x2, y2) in original-image pixels
+    score: float  # MTCNN face probability (1.0 and box = whole image for an assumed crop)
+    crop_box: tuple[int, int, int, int]  # square region of the original image the crop shows (may overhang)
+    faces_found: int  # faces detected in the whole image, before capping at max_faces ("showing 8 of 13")
+
+    @property
+    def area(self) -> float:
+        """Area of the face box, px²."""
+        return (self.box[2] - self.box[0]) * (self.box[3] - self.box[1])
+
+
+class FaceDetector:
+    """MTCNN face detector (CPU, created once) that returns faces cropped in UTKFace framing.
+
+    max_side: photos are shrunk so their longer side is at most this (px) before detection — detection time
+        grows with pixel count, the crops are still cut from the full-resolution image.
+    max_faces: at most this many faces (the largest) are returned.
+    min_face_px: smallest face width searched for, px in the shrunk detection image.
+    min_score: detections with a lower MTCNN probability are dropped (false positives are mostly < 0.9).
+    """
+
+    def __init__(self, max_side: int = 640, max_faces: int = 8, min_face_px: int = 20, min_score: float = 0.9) -> None:
+        # heavy import, only when a detector is wanted
+        from facenet_pytorch import MTCNN
+
+        self.max_side, self.max_faces, self.min_face_px, self.min_score = max_side, max_faces, min_face_px, min_score
+        self.mtcnn = MTCNN(keep_all=True, min_face_size=min_face_px, device="cpu").eval()
+
+    def find_boxes(self, image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+        """All faces in an RGB image: (N,4) boxes in the image's pixels and (N,) probabilities, largest first."""
+        scale = min(1.0, self.max_side / max(image.size))
+        small = image
+        if scale < 1.0:
+            small = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                                 Image.Resampling.BILINEAR, reducing_gap=2.0)
+        boxes, probs = self.mtcnn.detect(small)
+        if boxes is None:
+            return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
+        boxes, probs = np.asarray(boxes, np.float32), np.asarray(probs, np.float32)
+        keep = probs >= self.min_score
+        boxes, probs = boxes[keep] / scale, probs[keep]
+        order = np.argsort(-(boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), kind="stable")
+        return boxes[order], probs[order]
+
+    def detect(self, image: Image.Image, assume_cropped: bool = False) -> list[FaceCrop]:
+        """Faces in an RGB image, largest first, at most max_faces, each cropped like UTKFace.
+
+        A square-ish photo that is already a face crop (one face filling it, see `face_fills_frame`) is used
+        whole (its largest square, nearest the face), not re-cropped.
+
+        assume_cropped: when nothing is detected but the image looks like a face crop already (roughly square,
+        at most 400 px), use the whole image instead of raising. Raises NoFaceFound otherwise.
+        """
+        image = to_rgb(image)
+        boxes, probs = self.find_boxes(image)
+        if len(boxes) == 0:
+            if assume_cropped and looks_like_face_crop(image.size):
+                crop, region = square_within(image, (image.width / 2, image.height / 2))
+                return [FaceCrop(crop, (0.0, 0.0, float(image.width), float(image.height)), 1.0, region, 1)]
+            raise NoFaceFound(NO_FACE_MESSAGE)
+        if len(boxes) == 1 and face_fills_frame(boxes[0], image.size):
+            # Already a face crop (e.g. a UTKFace image): MTCNN's box overshoots on faces that touch the border
+            # (on UTKFace crops the implied crop is 1.0-1.4x the frame and off-centre by up to 50 px), so the
+            # photo's own framing is closer to the training data than a re-crop padded with black.
+            box_t = tuple(float(v) for v in boxes[0])
+            x1, y1, x2, y2 = utk_crop_box(box_t, image.size)
+            crop, region = square_within(image, ((x1 + x2) / 2, (y1 + y2) / 2))
+            return [FaceCrop(crop, box_t, float(probs[0]), region, 1)]
+        crops = []
+        for box, prob in zip(boxes[: self.max_faces], probs[: self.max_faces]):
+            box_t = tuple(float(v) for v in box)
+            crop, region = crop_face(image, box_t)
+            crops.append(FaceCrop(crop, box_t, float(prob), region, len(boxes)))
+        return crops
+
+
+def looks_like_face_crop(size: tuple[int, int]) -> bool:
+    """Whether an image of `size` (w, h) px could be a tight face crop like UTKFace's (square-ish, small)."""
+    width, height = size
+    return max(width, height) <= 400 and 0.8 <= width / height <= 1.25
+
+
+def face_fills_frame(box: Box, img_size: tuple[int, int]) -> bool:
+    """Whether a square-ish image is already framed like UTKFace around this face: the UTKFace crop of the
+    box would be at least FACE_FILLS_FRAME of the image's shorter side."""
+    width, height = img_size
+    x1, _, x2, _ = utk_crop_box(box, img_size)
+    return 0.8 <= width / height <= 1.25 and x2 - x1 >= FACE_FILLS_FRAME * min(width, height)
+
+
+# ---------------------------------------------------------------- drawing
+
+BOX_COLOURS = ("#f97316", "#22c55e", "#3b82f6", "#e11d48", "#a855f7", "#eab308", "#14b8a6", "#f43f5e")
+
+
+def draw_boxes(image: Image.Image, faces: list[FaceCrop] | list[Box]) -> Image.Image:
+    """A copy of `image` with each face box outlined and numbered 1, 2, ... in list order."""
+    out = to_rgb(image).copy()
+    draw = ImageDraw.Draw(out)
+    line = max(2, round(max(out.size) / 300))
+    font = ImageFont.load_default(size=max(12, round(max(out.size) / 30)))
+    for number, face in enumerate(faces, start=1):
+        x1, y1, x2, y2 = face.box if isinstance(face, FaceCrop) else face
+        colour = BOX_COLOURS[(number - 1) % len(BOX_COLOURS)]
+        draw.rectangle((x1, y1, x2, y2), outline=colour, width=line)
+        label = str(number)
+        left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+        tx, ty = x1, max(0.0, y1 - (bottom - top) - 2 * line)  # above the box, or inside at the top edge
+        draw.rectangle((tx, ty, tx + right - left + 2 * line, ty + bottom + 2 * line), fill=colour)
+        draw.text((tx + line, ty + line), label, fill="white", font=font)
+    return out
+
+
+# ---------------------------------------------------------------- framing measurement (not used at run time)
+
+def measure_utk_framing(files: list[Path], detector: FaceDetector, face_px: int = 100, canvas_px: int = 400,
+                        seed: int = 0) -> dict[str, Any]:
+    """Measure where MTCNN's box falls in UTKFace's 200x200 frame, to reproduce the framing on new photos.
+
+    Each crop is shrunk to `face_px` and pasted in the middle of a `canvas_px` blurred-noise background, so
+    MTCNN sees the face at a typical detection-time size with surroundings (on the bare 200x200 crop its box
+    overshoots the frame). Returns medians of side/box-width and the centre offset in box widths.
+    """
+    rng = np.random.default_rng(seed)
+    ratios, dxs, dys, widths, heights = [], [], [], [], []
+    scale = face_px / UTK_SIZE
+    offset = (canvas_px - face_px) // 2
+    for file in files:
+        face = load_image(file).resize((face_px, face_px), Image.Resampling.BILINEAR)
+        noise = rng.integers(60, 200, (canvas_px, canvas_px, 3), dtype=np.uint8)
+        canvas = Image.fromarray(noise).filter(ImageFilter.GaussianBlur(3))
+        canvas.paste(face, (offset, offset))
+        boxes, _ = detector.find_boxes(canvas)
+        if len(boxes) == 0:
+            continue
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+        x1, y1, x2, y2 = (boxes[np.argmin(((centres - canvas_px / 2) ** 2).sum(1))] - offset) / scale
+        w = x2 - x1
+        ratios.append(UTK_SIZE / w)
+        dxs.append((UTK_SIZE / 2 - (x1 + x2) / 2) / w)
+        dys.append((UTK_SIZE / 2 - (y1 + y2) / 2) / w)
+        widths.append(w)
+        heights.append(y2 - y1)
+    if not ratios:
+        raise NoFaceFound("no face found in any of the measured images")
+    return {"images": len(files), "detected": len(ratios),
+            "side_per_box_width": float(np.median(ratios)),
+            "side_per_box_width_iqr": [float(v) for v in np.percentile(ratios, [25, 75])],
+            "centre_dx": float(np.median(dxs)), "centre_dy": float(np.median(dys)),
+            "box_width_px": float(np.median(widths)), "box_height_px": float(np.median(heights))}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m agekit.faces", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    measure = sub.add_parser("measure-framing", help="measure UTKFace framing constants (see measure_utk_framing)")
+    measure.add_argument("data", type=Path, help="folder of UTKFace aligned & cropped JPEGs")
+    measure.add_argument("--n", type=int, default=200, help="number of randomly chosen images")
+    measure.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    files = sorted(p for p in args.data.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not files:
+        raise SystemExit(f"no images in {args.data}")
+    sample = random.Random(args.seed).sample(files, min(args.n, len(files)))
+    result = measure_utk_framing(sample, FaceDetector(), seed=args.seed)
+    for key, value in result.items():
+        print(f"{key}: {value}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""Load every checkpoint once and predict age, gender and ethnicity for batches of face crops."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from agekit.checkpoint import LoadedModel, load_checkpoint
+from agekit.data.transforms import to_model_input
+from agekit.faces import UTK_SIZE, to_rgb
+from agekit.labels import ETHNICITY_NAMES, GENDER_NAMES, NUM_OUTPUTS, get_age_bins
+from agekit.models import age_probabilities, expected_age
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prediction:
+    """One model's prediction for one face; fields of tasks the model does not have are None."""
+
+    model: str
+    age: float | None = None  # expected age, years
+    age_probs: np.ndarray | None = None  # (117,) probability of each age 0..116, sums to 1
+    age_bin_probs: np.ndarray | None = None  # (n_bins,) probability of each bin of the model's age-bin scheme
+    age_bin_names: tuple[str, ...] | None = None  # e.g. ("0-2", "3-6", ...), years
+    gender_probs: np.ndarray | None = None  # (2,) in GENDER_NAMES order
+    ethnicity_probs: np.ndarray | None = None  # (5,) in ETHNICITY_NAMES order
+
+    @property
+    def gender(self) -> str | None:
+        """Most likely gender name."""
+        return None if self.gender_probs is None else GENDER_NAMES[int(np.argmax(self.gender_probs))]
+
+    @property
+    def gender_confidence(self) -> float | None:
+        """Probability of the most likely gender."""
+        return None if self.gender_probs is None else float(np.max(self.gender_probs))
+
+    @property
+    def ethnicity(self) -> str | None:
+        """Most likely ethnicity name."""
+        return None if self.ethnicity_probs is None else ETHNICITY_NAMES[int(np.argmax(self.ethnicity_probs))]
+
+    @property
+    def ethnicity_confidence(self) -> float | None:
+        """Probability of the most likely ethnicity."""
+        return None if self.ethnicity_probs is None else float(np.max(self.ethnicity_probs))
+
+    @property
+    def age_bin(self) -> str | None:
+        """Name of the most likely age bin, e.g. '31-40' (years)."""
+        if self.age_bin_probs is None or self.age_bin_names is None:
+            return None
+        return self.age_bin_names[int(np.argmax(self.age_bin_probs))]
+
+    @property
+    def age_bin_confidence(self) -> float | None:
+        """Probability of the most likely age bin."""
+        return None if self.age_bin_probs is None else float(np.max(self.age_bin_probs))
+
+
+def crops_to_batch(crops: list[Image.Image]) -> torch.Tensor:
+    """Face crops → uint8 RGB (B,3,H,W); crops of differing sizes are first resized to UTK_SIZE."""
+    images = [to_rgb(crop) for crop in crops]
+    if len({image.size for image in images}) > 1:
+        images = [im.resize((UTK_SIZE, UTK_SIZE), Image.Resampling.BICUBIC) for im in images]
+    return torch.from_numpy(np.stack([np.asarray(im) for im in images])).permute(0, 3, 1, 2).contiguous()
+
+
+def decode_outputs(name: str, logits: dict[str, torch.Tensor], age_bins: str) -> list[Prediction]:
+    """A model's logits for a batch → one Prediction per image (probabilities, expected age in years)."""
+    batch = next(iter(logits.values())).shape[0]
+    fields: dict[str, list] = {}
+    if "age" in logits:
+        probs = age_probabilities(logits["age"])
+        bins = get_age_bins(age_bins)
+        age_probs = probs.numpy()
+        fields["age"] = [float(v) for v in expected_age(probs)]
+        fields["age_probs"] = list(age_probs)
+        fields["age_bin_probs"] = list(bins.bin_probabilities(age_probs))
+        fields["age_bin_names"] = [bins.names] * batch
+    for task in ("gender", "ethnicity"):
+        if task in logits:
+            fields[f"{task}_probs"] = list(torch.softmax(logits[task].float(), dim=-1).numpy())
+    return [Prediction(name, **{key: values[i] for key, values in fields.items()}) for i in range(batch)]
+
+
+@dataclass
+class ModelZoo:
+    """Every loadable checkpoint under a folder, in eval mode, ready to predict on face crops."""
+
+    models: dict[str, LoadedModel] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)  # checkpoint folder name → why it did not load
+    channels_last: bool = False  # models' conv weights (and inputs) are NHWC
+
+    @classmethod
+    def load(cls, root: str | Path = "checkpoints", channels_last: bool = True) -> ModelZoo:
+        """Load each checkpoint folder (one with config.json or *.safetensors) under `root`, sorted by name.
+
+        A missing or corrupt checkpoint is recorded in `failures` and the others still load; a missing `root`
+        gives an empty zoo. `channels_last` stores conv weights NHWC: 25-30% faster CPU inference for the
+        scratch CNNs, ResNet and Inception-ResNet, ~7% for MobileNet (1 thread, batch 1 and 8).
+        """
+        zoo = cls(channels_last=channels_last)
+        root = Path(root)
+        if not root.is_dir():
+            return zoo
+        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+            if not ((folder / "config.json").exists() or any(folder.glob("*.safetensors"))):
+                continue  # not a checkpoint (e.g. a stray folder); nothing to report
+            try:
+                loaded = load_checkpoint(folder)
+                _prepare(loaded, channels_last)
+            except Exception as err:  # noqa: BLE001 — one broken checkpoint must not take the others down
+                zoo.failures[folder.name] = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
+                log.warning("checkpoint %s failed to load: %s", folder, err)
+                continue
+            zoo.models[folder.name] = loaded
+        return zoo
+
+    def predict(self, crops: list[Image.Image]) -> dict[str, list[Prediction]]:
+        """Run every model once on the whole batch of crops; {model name: one Prediction per crop, in order}."""
+        if not crops:
+            return {name: [] for name in self.models}
+        batch = crops_to_batch(crops)
+        return {name: predict_batch(loaded, batch, name, self.channels_last) for name, loaded in self.models.items()}
+
+
+def model_logits(loaded: LoadedModel, batch: torch.Tensor, channels_last: bool = False) -> dict[str, torch.Tensor]:
+    """One model's logits {task: (B, n_outputs)} for a uint8 RGB (B,3,H,W) batch, without autograd."""
+    x = to_model_input(batch, loaded.card)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        return loaded.model(x)
+
+
+def predict_batch(loaded: LoadedModel, batch: torch.Tensor, name: str | None = None,
+                  channels_last: bool = False) -> list[Prediction]:
+    """One model on a uint8 RGB (B,3,H,W) batch → B Predictions."""
+    logits = model_logits(loaded, batch, channels_last)
+    return decode_outputs(name or loaded.card.name, logits, loaded.card.age_bins)
+
+
+def _prepare(loaded: LoadedModel, channels_last: bool) -> None:
+    """Eval mode, optional NHWC weights, and one dummy forward pass so a broken model fails at load time."""
+    loaded.model.eval()
+    if channels_last:
+        loaded.model.to(memory_format=torch.channels_last)
+    size = loaded.card.input_size
+    logits = model_logits(loaded, torch.zeros((1, 3, size, size), dtype=torch.uint8), channels_last)
+    expected = {task: (1, NUM_OUTPUTS[task]) for task in loaded.card.tasks}
+    got = {task: tuple(value.shape) for task, value in logits.items()}
+    if got != expected:
+        raise ValueError(f"the model's outputs {got} do not match its config.json tasks {expected}")
