@@ -88,7 +88,7 @@ def _compare_tab(ctx: AppContext, preload: Path | None) -> None:
             task = gr.Radio(list(compare.EXPLAIN_TASK_CHOICES), value="age", label="explain")
             explain_button = gr.Button("Explain the selected face", variant="primary")
         cam_gallery = gr.Gallery(label="Grad-CAM overlays (model · task: what was explained)", columns=4,
-                                 height="auto", format="png")
+                                 height="auto", format="png", fit_columns=False)
         cam_status = gr.Markdown()
 
     show_panels = partial(compare.on_face, ctx)
@@ -168,15 +168,15 @@ def _error_analysis_tab(ctx: AppContext) -> None:
         method = gr.Dropdown(list(CAM_METHODS), value=_default_method(), label="Grad-CAM method")
     show_button = gr.Button("Show faces", variant="primary")
     status = gr.Markdown("" if ctx.data_root else f"ℹ️ {error_analysis.NO_DATA_MESSAGE}")
-    faces = gr.Gallery(label=f"test faces (up to {error_analysis.MAX_GALLERY}): truth · prediction (confidence)",
-                       columns=8, height="auto", allow_preview=False)
+    faces = gr.Gallery(label=f"test faces (up to {error_analysis.MAX_GALLERY}): truth → prediction (confidence)",
+                       columns=6, height="auto", allow_preview=False)
     files = gr.State([])
     with gr.Row(equal_height=False):
         face = gr.Image(label="selected face", interactive=False, height=220, scale=1)
         table = gr.Dataframe(label="every model on this face", interactive=False, scale=3,
                              headers=list(error_analysis.MODEL_TABLE_COLUMNS))
-    cams = gr.Gallery(label="Grad-CAM of every model (model · task: what was explained)", columns=6, height="auto",
-                      format="png")
+    cams = gr.Gallery(label="Grad-CAM of every model (model · task: what was explained)", columns=4, height="auto",
+                      format="png", fit_columns=False)
     face_status = gr.Markdown()
 
     update_classes = partial(error_analysis.on_task, root)

@@ -219,4 +219,9 @@ def on_explain(ctx: AppContext, analysis: FaceAnalysis | None, face: str | None,
         raise ValueError("no face to explain yet: upload a photo with a face first")
     index = int(str(face).split()[-1]) - 1 if face else 0
     gallery = explain_crop(ctx, analysis.faces[index].image, task, method)
-    return (gallery, f"Grad-CAM ({method}) of face {index + 1}.")
+    return (gallery, f"Grad-CAM ({method}) of face {index + 1}:\n\n{caption_list(gallery)}")
+
+
+def caption_list(gallery: list[tuple[np.ndarray, str]]) -> str:
+    """The overlays' captions as a numbered Markdown list (thumbnails cut long captions short)."""
+    return "\n".join(f"{i}. {caption}" for i, (_, caption) in enumerate(gallery, start=1))

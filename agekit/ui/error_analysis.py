@@ -17,7 +17,7 @@ from agekit.card import ModelCard
 from agekit.data.utkface import resolve_data_root
 from agekit.faces import load_image
 from agekit.labels import ETHNICITY_NAMES, GENDER_NAMES, get_age_bins
-from agekit.ui.compare import explain_crop
+from agekit.ui.compare import caption_list, explain_crop
 from agekit.ui.context import AppContext
 from agekit.ui.guard import guarded
 
@@ -114,17 +114,15 @@ def select_faces(frame: pd.DataFrame, task: str, mode: str, true_class: int | No
 
 
 def caption(row: pd.Series, task: str, names: tuple[str, ...]) -> str:
-    """'true … · pred … (confidence)' for one selected face."""
-    if task == "age bins" or np.isnan(row.get("confidence", np.nan)):
-        text = f"true {int(row['age'])} y"
-        if "pred_age" in row:
-            text += f" · pred {float(row['pred_age']):.1f} y (error {float(row['age_abs_error']):.1f})"
-        if task == "age bins" and "pred_age_bin" in row and not np.isnan(row.get("confidence", np.nan)):
-            text += f" · bin {names[int(row['pred_age_bin'])]} ({float(row['confidence']):.0%})"
+    """Short 'truth → prediction (confidence)' for a gallery thumbnail, e.g. '26 y → 41.2 y (41-65, 62%)'."""
+    confidence = row.get("confidence", np.nan)
+    if task == "age bins" or np.isnan(confidence):
+        text = f"{int(row['age'])} y → {float(row['pred_age']):.1f} y" if "pred_age" in row else f"{int(row['age'])} y"
+        if task == "age bins" and "pred_age_bin" in row and not np.isnan(confidence):
+            text += f" ({names[int(row['pred_age_bin'])]}, {float(confidence):.0%})"
         return text
     columns = TASK_COLUMNS[task]
-    return (f"true {names[int(row[columns.truth])]} · pred {names[int(row[columns.pred])]} "
-            f"({float(row['confidence']):.0%})")
+    return f"{names[int(row[columns.truth])]} → {names[int(row[columns.pred])]} ({float(confidence):.0%})"
 
 
 def resolve_folder(path: str | None) -> Path:
@@ -244,4 +242,4 @@ def explain_test_face(ctx: AppContext, model: str | None, task: str, method: str
             truth = f"truth: {truth_text(match.iloc[0].to_dict())} · "
     explain_task = "age" if task not in TASK_COLUMNS else TASK_COLUMNS[task].explain_task
     gallery = explain_crop(ctx, crop, explain_task, method)
-    return crop, every_model_table(ctx, crop), gallery, f"{truth}{files[index]}"
+    return crop, every_model_table(ctx, crop), gallery, f"{truth}{files[index]}\n\n{caption_list(gallery)}"
