@@ -1,0 +1,1 @@
+"""Training CLI and configs: python -m training.train --config training/configs/<name>.yaml."""

@@ -1,0 +1,155 @@
+"""Train one agekit model from a YAML config and write its checkpoint folder.
+
+    python -m training.train --config training/configs/scratch_facecnn.yaml \
+        [--pack packs/utkface_128.safetensors] [--out checkpoints/NAME] [--epochs N] [--device cuda|cpu]
+        [--pretrained-weights FILE] [--resume] [key=value ...]
+
+`key=value` overrides any config key (values are parsed as YAML: lr=3e-4, tasks=[age], task_weights.age=0.5).
+Distributed: `torchrun --nproc_per_node N -m training.train --config ...` runs the same script as DDP.
+The folder (default checkpoints/<name>) receives model.safetensors, config.json (ModelCard), training_log.csv
+and, while training runs, resume.pt (removed once the checkpoint is written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agekit.card import ModelCard
+from agekit.checkpoint import save_checkpoint
+from agekit.engine import RESUME_FILE, FitResult, TrainConfig, fit
+from agekit.models.pretrained import file_sha256, shipped_onet_weights
+
+DEFAULT_PACK = "packs/utkface_128.safetensors"
+RUN_KEYS = ("name", "family", "description", "pack")  # config keys that describe the run, not the training
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """['lr=3e-4', 'task_weights.age=0.5'] → {'lr': 0.0003, 'task_weights': {'age': 0.5}} (values as YAML)."""
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"override {pair!r} is not key=value")
+        value = yaml.safe_load(text) if text else None
+        target = overrides
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = value
+    return overrides
+
+
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict update (nested dicts such as task_weights are merged key by key)."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def init_source(config: TrainConfig) -> str:
+    """Where the weights started: '<file> sha256:<hash>', 'timm hub:<name>', a facenet-pytorch source, or 'random'."""
+    if config.pretrained_weights:
+        return f"{Path(config.pretrained_weights).name} sha256:{file_sha256(config.pretrained_weights)}"
+    if not config.pretrained:
+        return "random"
+    if config.architecture.startswith("timm/"):
+        return f"timm hub:{config.architecture.removeprefix('timm/')}"
+    if config.architecture == "mtcnn_onet":
+        return f"facenet-pytorch onet.pt sha256:{file_sha256(shipped_onet_weights())}"
+    if config.architecture == "inception_resnet_v1":
+        return f"facenet-pytorch hub:{config.architecture_kwargs.get('source', 'vggface2')}"
+    return "pretrained"
+
+
+def git_commit() -> str:
+    """HEAD commit of the repository (with '-dirty' when tracked files differ from it), '' outside git."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], capture_output=True, check=False).returncode != 0
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return commit + ("-dirty" if dirty else "")
+
+
+def build_card(config: TrainConfig, run: dict[str, Any], split_hash: str, result: FitResult) -> ModelCard:
+    card = config.preprocessing_card(name=run["name"], family=run["family"])
+    card.description = run.get("description", "")
+    card.split_hash = split_hash
+    card.init_source = init_source(config)
+    card.git_commit = git_commit()
+    card.train_config = {**asdict(config), "result": {
+        "epochs_run": len(result.history), "best_epoch": result.best_epoch,
+        "stopped_early": result.stopped_early, "loss_weights": result.loss_weights}}
+    return card
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, type=Path, help="training/configs/<name>.yaml")
+    parser.add_argument("--pack", help=f"face pack (default: the config's pack, else {DEFAULT_PACK})")
+    parser.add_argument("--out", type=Path, help="checkpoint folder (default checkpoints/<name>)")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--device", help="auto | cpu | cuda")
+    parser.add_argument("--pretrained-weights", help="local pretrained weights file for the backbone")
+    parser.add_argument("--resume", action="store_true", help="continue from <out>/resume.pt")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys")
+    return parser.parse_args(argv)
+
+
+def load_run_config(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any]]:
+    """(TrainConfig, run info {name, family, description, pack}) from the YAML file, overrides and flags."""
+    if not args.config.is_file():
+        raise SystemExit(f"config file {args.config} not found; see training/configs/")
+    raw = yaml.safe_load(args.config.read_text()) or {}
+    flags = {"epochs": args.epochs, "device": args.device, "pretrained_weights": args.pretrained_weights}
+    raw = merge(merge(raw, parse_overrides(args.overrides)), {k: v for k, v in flags.items() if v is not None})
+    run = {key: raw.pop(key) for key in RUN_KEYS if key in raw}
+    run.setdefault("name", args.config.stem)
+    run.setdefault("family", "pretrained" if raw.get("pretrained") or raw.get("pretrained_weights") else "scratch")
+    if args.pack:
+        run["pack"] = args.pack
+    run.setdefault("pack", DEFAULT_PACK)
+    weights = raw.get("pretrained_weights")
+    if weights and not Path(weights).is_file():
+        raise SystemExit(f"pretrained weights {weights} not found. Copy them into the ignored .weights/ folder "
+                         "(mkdir -p .weights && cp ../shared/weights/* .weights/) or pass --pretrained-weights FILE")
+    try:
+        return TrainConfig.from_dict(raw), run
+    except ValueError as err:
+        raise SystemExit(f"{args.config}: {err}") from None
+
+
+def main(argv: list[str] | None = None) -> Path:
+    from agekit.data.dataset import (
+        load_pack,  # the data layer is only needed when actually training
+    )
+
+    args = parse_args(argv)
+    config, run = load_run_config(args)
+    out = args.out or Path("checkpoints") / run["name"]
+    if not Path(run["pack"]).is_file():
+        raise SystemExit(f"pack {run['pack']} not found; build it with: python -m agekit.data pack PATH "
+                         f"--out {run['pack']}")
+    train_set, val_set = load_pack(run["pack"], "train"), load_pack(run["pack"], "val")
+    print(f"{run['name']}: {len(train_set)} train / {len(val_set)} val faces from {run['pack']} → {out}")
+    result = fit(config, train_set, val_set, out_dir=out, resume=args.resume)
+    if result.is_main:
+        card = build_card(config, run, train_set.manifest_hash, result)
+        save_checkpoint(out, result.model, card)
+        (out / RESUME_FILE).unlink(missing_ok=True)
+        print(f"saved {out} ({card.params:,} parameters; best epoch {result.best_epoch})")
+    return out
+
+
+if __name__ == "__main__":
+    main()
