@@ -98,6 +98,16 @@ def test_bundle_tasks_get_different_maps(zoo: ModelZoo) -> None:
     assert np.abs(cams["gender"] - cams["ethnicity"]).mean() > 0.02
 
 
+@pytest.mark.parametrize("name", ["shared", "bundle"])
+def test_task_wrapper_gives_the_models_own_logits(zoo: ModelZoo, name: str) -> None:
+    loaded = zoo.models[name]
+    x = to_model_input(crops_to_batch(random_crops(2, seed=16)), loaded.card)
+    with torch.no_grad():
+        full = loaded.model(x)
+        for task in loaded.card.tasks:
+            assert torch.allclose(TaskLogits(loaded.model, task)(x), full[task], atol=1e-6)
+
+
 def test_age_bin_target_is_the_bin_probability(zoo: ModelZoo) -> None:
     loaded = zoo.models["shared"]
     crop = random_crops(1, seed=14)[0]
