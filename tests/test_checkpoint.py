@@ -70,6 +70,13 @@ def test_float16_storage_keeps_batchnorm_statistics_float32(tmp_path) -> None:
     assert loaded["heads.age.fc.bias"][0].item() == 1e5
 
 
+def test_full_precision_storage_is_exact(tmp_path) -> None:
+    model = trained_looking_model()
+    folder = save_checkpoint(tmp_path / "exact", model, card_for(model), half=False)
+    loaded = load_checkpoint(folder).model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in model.state_dict().items())
+
+
 def test_list_checkpoints_finds_complete_folders(tmp_path) -> None:
     model = trained_looking_model()
     for name in ("b_model", "a_model"):

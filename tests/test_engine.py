@@ -67,10 +67,10 @@ def test_a_few_epochs_learn_the_colour_code(tmp_path) -> None:
     assert (tmp_path / "resume.pt").is_file()
 
 
-def test_uncertainty_weighting_shared_backbone_with_augmentation_runs() -> None:
+def test_every_option_together_runs() -> None:
     config = tiny_config(epochs=2, loss_weighting="uncertainty", augment=True, weighted_sampler=True,
                          sampler_strata="age_bin_ethnicity", class_weights=True, label_smoothing=0.1,
-                         scheduler="onecycle", optimizer="nadam")
+                         scheduler="onecycle", optimizer="nadam", channels_last=True)
     result = fit(config, colour_coded_faces(48), colour_coded_faces(16, seed=1))
     assert set(result.loss_weights) == {"age", "gender", "ethnicity"}
     assert result.loss_weights != {"age": 1.0, "gender": 1.0, "ethnicity": 1.0}  # the log-variances moved
@@ -263,4 +263,4 @@ def test_cli_trains_and_writes_a_loadable_checkpoint(tmp_path, monkeypatch) -> N
     assert loaded.card.tasks == ("age", "gender") and card["split_hash"] == "synthetic"
     assert card["init_source"] == "random" and card["train_config"]["lr"] == 0.005
     assert card["train_config"]["result"]["epochs_run"] == 2 and card["params"] > 0
-    assert card["architecture_kwargs"] == {"widths": [8, 16], "in_chans": 3}
+    assert card["architecture_kwargs"] == {"widths": [8, 16], "in_chans": 3, "convs_per_block": 2}

@@ -44,6 +44,14 @@ def test_unknown_architecture_lists_the_valid_names() -> None:
         create_model("timm/not_a_timm_model")
 
 
+def test_models_record_their_builder_kwargs_with_defaults() -> None:
+    model = create_model("facecnn", widths=(8, 16))
+    assert model.architecture_kwargs == {"in_chans": 3, "widths": [8, 16], "convs_per_block": 2}
+    assert create_model("timm/test_resnet", drop_rate=0.1).architecture_kwargs == {"in_chans": 3, "drop_rate": 0.1}
+    rebuilt = create_model("facecnn", **model.architecture_kwargs)
+    assert rebuilt.state_dict().keys() == model.state_dict().keys()
+
+
 def test_unknown_task_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown or empty task"):
         create_model("facecnn", tasks=("age", "mood"))

@@ -33,6 +33,7 @@ class FaceModel(nn.Module):
         if len(backbones) not in (1, len(tasks)):
             raise ValueError(f"need 1 backbone (shared) or one per task ({len(tasks)}), got {len(backbones)}")
         self.architecture = architecture
+        self.architecture_kwargs: dict = {}  # builder kwargs with defaults filled in (set by create_model)
         self.tasks = tuple(tasks)
         self.shared_backbone = len(backbones) == 1
         if self.shared_backbone:

@@ -7,6 +7,7 @@ layer Grad-CAM should look at. `create_model` puts task heads on top (see `FaceM
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +59,25 @@ def list_architectures() -> list[str]:
     return sorted(_BUILDERS) + [f"{prefix}<name>" for prefix in sorted(_PREFIX_BUILDERS)]
 
 
+def resolved_kwargs(architecture: str, **kwargs: Any) -> dict[str, Any]:
+    """The builder keyword arguments `kwargs` amount to once the builder's defaults are filled in (JSON-ready:
+    tuples become lists). Stored in checkpoints so a later change of a default cannot change a saved model."""
+    builder = _BUILDERS.get(architecture) or next(
+        (b for p, b in _PREFIX_BUILDERS.items() if architecture.startswith(p)), None)
+    if builder is None:
+        raise UnknownArchitecture(f"unknown architecture {architecture!r}; choose one of {list_architectures()}")
+    signature = inspect.signature(builder)
+    bound = signature.bind_partial(**kwargs)
+    bound.apply_defaults()
+    resolved: dict[str, Any] = {}
+    for name, value in bound.arguments.items():
+        if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+            resolved.update(value)
+        elif name not in ("name", "pretrained", "pretrained_weights"):
+            resolved[name] = value
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in resolved.items()}
+
+
 def build_backbone(architecture: str, pretrained: bool = False, pretrained_weights: str | None = None,
                    **kwargs: Any) -> Backbone:
     """Build one backbone by registry name; raises UnknownArchitecture with the list of valid names."""
@@ -91,4 +111,6 @@ def create_model(architecture: str, tasks: tuple[str, ...] | list[str] = TASKS, 
     n_backbones = 1 if shared_backbone else len(tasks)
     backbones = [build_backbone(architecture, pretrained=pretrained, pretrained_weights=pretrained_weights,
                                 **kwargs) for _ in range(n_backbones)]
-    return FaceModel(architecture, tasks, backbones, head_dropout=head_dropout)
+    model = FaceModel(architecture, tasks, backbones, head_dropout=head_dropout)
+    model.architecture_kwargs = resolved_kwargs(architecture, **kwargs)
+    return model

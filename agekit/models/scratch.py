@@ -1,9 +1,11 @@
 """Face CNNs trained from scratch: `facecnn` (ours, small and fast) and `agecnn` (a published UTKFace baseline).
 
-CPU speed, forward+backward at batch 128, 2 cores (torch 2.14 CPU, channels_last off); measured with
-`python -m agekit.models.speed facecnn --size 64` (see notes/models.md for the table):
-  facecnn  widths (32, 64, 128, 256), 64x64 RGB:  ~1.2 M params per backbone.
-  agecnn   widths (64, 128, 256, 512), 64x64 gray: ~1.6 M params per backbone.
+Training speed (forward + backward + step, batch 128, images/s; `python -m agekit.models.speed ARCH --size 64`)
+on this project's 2-core CPU machine, 1 thread while other jobs shared the cores (a free 2-core machine with
+2 threads is roughly 2x faster):
+  facecnn  widths (16, 32, 64, 128), 64x64 RGB:   0.30 M params, ~140 images/s (bundle of 3: ~47)
+           widths (24, 48, 96, 192):              0.68 M params,  ~77 images/s (bundle of 3: ~23)
+  agecnn   widths (64, 128, 256, 512), 64x64 gray: 1.63 M params,  ~70 images/s (bundle of 3: ~22)
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class FaceCNN(nn.Module):
     At 64 px the four blocks see 64, 32, 16 and 8 px maps; the 8x8 map of the last block is what Grad-CAM shows.
     """
 
-    def __init__(self, in_chans: int = 3, widths: Sequence[int] = (24, 48, 96, 192),
+    def __init__(self, in_chans: int = 3, widths: Sequence[int] = (16, 32, 64, 128),
                  convs_per_block: int = 2) -> None:
         super().__init__()
         blocks, chans = [], in_chans
@@ -60,7 +62,7 @@ class FaceCNN(nn.Module):
 
 @register_backbone("facecnn")
 def build_facecnn(pretrained: bool = False, pretrained_weights: str | None = None, in_chans: int = 3,
-                  widths: Sequence[int] = (24, 48, 96, 192), convs_per_block: int = 2) -> Backbone:
+                  widths: Sequence[int] = (16, 32, 64, 128), convs_per_block: int = 2) -> Backbone:
     _no_pretrained("facecnn", pretrained, pretrained_weights)
     model = FaceCNN(in_chans, tuple(widths), convs_per_block)
     return Backbone(model, model.feature_dim, gradcam_layer=model.blocks[-1])
