@@ -570,7 +570,7 @@ def _fit(config: TrainConfig, train_set: FaceData, val_set: FaceData, out_dir: P
             model.set_backbone_trainable(True)
             train_model = _wrap_for_training(model, config, runtime)
             if is_main:
-                print(f"epoch {epoch}: backbone unfrozen (lr x {config.backbone_lr_mult})")
+                print(f"epoch {epoch + 1}: backbone unfrozen (lr x {config.backbone_lr_mult})")
         # Every epoch is seeded from (seed, epoch): a resumed run repeats the uninterrupted one exactly.
         order = epoch_indices(len(train_images), torch.Generator().manual_seed(_seed_for(config.seed, epoch)),
                               sample_weights)
