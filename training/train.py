@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> Path:
         raise SystemExit(f"pack {run['pack']} not found; build it with: python -m agekit.data pack PATH "
                          f"--out {run['pack']}")
     train_set, val_set = load_pack(run["pack"], "train"), load_pack(run["pack"], "val")
-    print(f"{run['name']}: {len(train_set)} train / {len(val_set)} val faces from {run['pack']} → {out}")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"{run['name']}: {len(train_set)} train / {len(val_set)} val faces from {run['pack']} → {out}")
     result = fit(config, train_set, val_set, out_dir=out, resume=args.resume)
     if result.is_main:
         card = build_card(config, run, train_set.manifest_hash, result)
