@@ -10,7 +10,9 @@ p50/p95/max latency of one request as a client sees it (upload + queue wait + wo
 
 Settings: "app" runs `python app.py` as shipped (queue concurrency 1); "N" serves the same Blocks with
 `default_concurrency_limit=N` (bench.app_server); "N/T" also sets OMP_NUM_THREADS=T (torch threads per
-process). AGEKIT_CHECKPOINTS is respected (--checkpoints overrides it). Exit code 1 if any request failed.
+process). AGEKIT_CHECKPOINTS and OMP_WAIT_POLICY are passed on to the server (--checkpoints overrides the
+former). The clients run on the same machine as the server and share its cores. Exit code 1 if any request
+failed.
 """
 
 from __future__ import annotations
@@ -218,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown_table(RESULT_HEADERS, [result_row(result)]), flush=True)
         for example in result.error_examples():
             print(f"  error: {example}")
-    print(f"\n## load test: {args.clients} clients x {args.requests} predictions each, image {args.image.name}")
+    print(f"\n## load test: {args.clients} clients x {args.requests} predictions each, image {args.image.name}, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, 1-min load average {os.getloadavg()[0]:.1f}")
     print(markdown_table(RESULT_HEADERS, [result_row(r) for r in results]))
     best = best_setting(results)
     print(f"best queue setting: {best.setting}" if best else "no setting served every request without errors")

@@ -10,6 +10,8 @@ model) and the same plus Grad-CAM of every model and task (the Compare tab's "ex
 (`python app.py` until its port answers) and, with --data, `python -m evaluation.evaluate` on the test split
 (run on a temporary copy of the checkpoints so the committed eval/ folders are not rewritten).
 Every row is the median and p90 of N runs after one warm-up run; torch uses --threads threads (a Space has 2).
+OMP_WAIT_POLICY is taken from the environment (and passed on to the app subprocesses): with torch's default
+(spinning OpenMP threads) 2-thread latencies explode when anything else uses the cores — see notes/bench.md.
 """
 
 from __future__ import annotations
@@ -238,6 +240,13 @@ def run_section(name: str, args: argparse.Namespace, measure: Callable[[], list[
     print(f"\n## {name} ({time.perf_counter() - start:.0f} s)\n{bench_table(new)}", flush=True)
 
 
+def run_conditions(args: argparse.Namespace) -> str:
+    """What the numbers depend on besides the code: threads, OpenMP wait policy, runs, machine load."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"torch threads={args.threads}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
+            f"{args.repeats} runs per row after a warm-up, {os.cpu_count()} CPUs, 1-min load average {load:.1f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -254,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     run_section("cold", args, lambda: cold_start_rows(args.checkpoints, args.cold_starts), rows)
     if args.data:
         run_section("eval", args, lambda: evaluation_rows(args.checkpoints, args.data, args.threads), rows)
-    print(f"\n## all (torch threads={args.threads}, {args.repeats} runs per row after a warm-up)\n{bench_table(rows)}")
+    print(f"\n## all ({run_conditions(args)})\n{bench_table(rows)}")
     print(f"\nwrote {write_csv(rows, args.out)}")
 
 
