@@ -58,7 +58,7 @@ class ModelCard:
         except json.JSONDecodeError as err:
             raise ValueError(f"{source} is not valid JSON: {err}") from None
         if not isinstance(raw, dict):
-            raise ValueError(f"{source} must hold a JSON object")
+            raise ValueError(f"{source} must hold a JSON object")  # noqa: TRY004 (bad file content, not a caller bug)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:

@@ -18,8 +18,6 @@ from agekit.labels import UTK7
 from agekit.models import create_model
 from agekit.ui import AppContext, build_app
 
-torch.set_num_threads(1)  # other test runs share the 2 cores
-
 ASTRONAUT = Path(__file__).resolve().parents[1] / "examples" / "nasa_astronaut_eileen_collins.jpg"
 TINY = {"widths": [8, 16], "convs_per_block": 1}
 

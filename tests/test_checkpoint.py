@@ -17,8 +17,6 @@ from agekit.checkpoint import (
 )
 from agekit.models import create_model
 
-torch.set_num_threads(1)
-
 KWARGS = {"widths": [8, 16], "in_chans": 3}
 
 

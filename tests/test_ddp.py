@@ -15,7 +15,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 WORKER = """
 import json, sys, torch
-torch.set_num_threads(1)
 from agekit.engine import fit
 from tests.test_engine import colour_coded_faces, tiny_config
 

@@ -27,8 +27,6 @@ from agekit.engine import (
 from agekit.labels import NUM_AGES, UTK7
 from agekit.losses import MultiTaskLoss
 
-torch.set_num_threads(1)
-
 AGES = (1, 10, 30, 50, 70)
 
 

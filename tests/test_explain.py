@@ -12,33 +12,11 @@ from torch import nn
 
 import agekit.explain as explain_module
 from agekit.card import ModelCard
-from agekit.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
+from agekit.checkpoint import LoadedModel, load_checkpoint
 from agekit.data.transforms import to_model_input
 from agekit.explain import CAM_METHODS, AgeBinTarget, TaskLogits, explain
 from agekit.labels import ETHNICITY_NAMES, UTK7
-from agekit.models import create_model
 from agekit.predict import ModelZoo, crops_to_batch
-
-TINY = {"widths": [4, 8], "convs_per_block": 1}  # a few hundred parameters
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_torch_thread():
-    """One intra-op thread: on a shared 2-core box, 2 spinning threads per process make MTCNN 10-100x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def save_tiny(folder: Path, tasks: tuple[str, ...] = ("age", "gender", "ethnicity"), shared: bool = True,
-              in_chans: int = 3, seed: int = 0) -> Path:
-    torch.manual_seed(seed)
-    model = create_model("facecnn", tasks=tasks, shared_backbone=shared, in_chans=in_chans, **TINY)
-    card = ModelCard(name=folder.name, family="scratch", architecture="facecnn", tasks=tasks, shared_backbone=shared,
-                     architecture_kwargs=dict(TINY), input_size=32, in_chans=in_chans, mean=(0.5,) * in_chans,
-                     std=(0.25,) * in_chans)
-    return save_checkpoint(folder, model, card)
 
 
 def random_crops(n: int, seed: int = 0) -> list[Image.Image]:
@@ -47,7 +25,7 @@ def random_crops(n: int, seed: int = 0) -> list[Image.Image]:
 
 
 @pytest.fixture(scope="module")
-def zoo(tmp_path_factory: pytest.TempPathFactory) -> ModelZoo:
+def zoo(tmp_path_factory: pytest.TempPathFactory, save_tiny) -> ModelZoo:
     root = tmp_path_factory.mktemp("checkpoints")
     save_tiny(root / "shared")
     save_tiny(root / "bundle", shared=False, seed=1)
@@ -128,7 +106,7 @@ def test_chosen_target_class(zoo: ModelZoo) -> None:
         explain(zoo.models["shared"], crop, "gender", target_class=2)
 
 
-def test_bad_task_or_method(zoo: ModelZoo, tmp_path: Path) -> None:
+def test_bad_task_or_method(zoo: ModelZoo, tmp_path: Path, save_tiny) -> None:
     crop = random_crops(1)[0]
     with pytest.raises(ValueError, match="unknown CAM method"):
         explain(zoo.models["shared"], crop, "age", method="ScoreCAM")

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from agekit.faces import (
@@ -30,15 +29,6 @@ from agekit.faces import (
 )
 
 ASTRONAUT = Path(__file__).resolve().parents[1] / "examples" / "nasa_astronaut_eileen_collins.jpg"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_torch_thread():
-    """One intra-op thread: on a shared 2-core box, 2 spinning threads per process make MTCNN 10-100x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:

@@ -17,8 +17,6 @@ from agekit.losses import (
     gaussian_age_targets,
 )
 
-torch.set_num_threads(1)
-
 
 def test_gaussian_targets_are_distributions_peaking_at_the_age() -> None:
     ages = torch.tensor([0, 26, 40, 116])

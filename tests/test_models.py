@@ -19,8 +19,6 @@ from agekit.models import (
 from agekit.models.mobilenet import MobileNetV1025
 from agekit.models.pretrained import shipped_onet_weights
 
-torch.set_num_threads(1)
-
 # (architecture, input side, in_chans, builder kwargs): tiny inputs so every case runs in well under a second
 CASES = [
     ("facecnn", 16, 3, {"widths": (8, 16)}),

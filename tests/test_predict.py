@@ -9,32 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from agekit.card import ModelCard
-from agekit.checkpoint import save_checkpoint
 from agekit.labels import GENDER_NAMES, NUM_AGES, UTK7, get_age_bins
-from agekit.models import create_model
 from agekit.predict import ModelZoo, Prediction, crops_to_batch, decode_outputs
-
-TINY = {"widths": [4, 8], "convs_per_block": 1}  # a few hundred parameters: builds and runs in milliseconds
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_torch_thread():
-    """One intra-op thread: on a shared 2-core box, 2 spinning threads per process make MTCNN 10-100x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def save_tiny(folder: Path, tasks: tuple[str, ...] = ("age", "gender", "ethnicity"), shared: bool = True,
-              architecture: str = "facecnn", in_chans: int = 3, age_bins: str = UTK7.spec, seed: int = 0) -> Path:
-    torch.manual_seed(seed)
-    model = create_model(architecture, tasks=tasks, shared_backbone=shared, in_chans=in_chans, **TINY)
-    card = ModelCard(name=folder.name, family="scratch", architecture=architecture, tasks=tasks,
-                     shared_backbone=shared, architecture_kwargs=dict(TINY), input_size=32, in_chans=in_chans,
-                     mean=(0.5,) * in_chans, std=(0.25,) * in_chans, age_bins=age_bins)
-    return save_checkpoint(folder, model, card)
 
 
 def random_crops(n: int, seed: int = 0, size: int = 200) -> list[Image.Image]:
@@ -43,7 +19,7 @@ def random_crops(n: int, seed: int = 0, size: int = 200) -> list[Image.Image]:
 
 
 @pytest.fixture(scope="module")
-def zoo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def zoo_root(tmp_path_factory: pytest.TempPathFactory, save_tiny) -> Path:
     root = tmp_path_factory.mktemp("checkpoints")
     save_tiny(root / "good")
     save_tiny(root / "gray_bundle", shared=False, in_chans=1, age_bins="decades")

@@ -30,8 +30,6 @@ from agekit.ui import AppContext, api, build_app, compare, error_analysis, tests
 from agekit.ui.guard import guarded, user_message
 from evaluation.evaluate import EvalOptions, evaluate_model, write_leaderboard
 
-torch.set_num_threads(1)  # other test runs share the 2 cores
-
 REPO = Path(__file__).resolve().parents[1]
 ASTRONAUT = REPO / "examples" / "nasa_astronaut_eileen_collins.jpg"
 TINY = {"widths": [8, 16], "convs_per_block": 1}
