@@ -9,10 +9,10 @@ and the server is stopped (always). Reported per setting: errors (wrong or faile
 p50/p95/max latency of one request as a client sees it (upload + queue wait + work) and throughput.
 
 Settings: "app" runs `python app.py` as shipped (queue concurrency 1); "N" serves the same Blocks with
-`default_concurrency_limit=N` (bench.app_server); "N/T" also sets OMP_NUM_THREADS=T (torch threads per
-process). AGEKIT_CHECKPOINTS and OMP_WAIT_POLICY are passed on to the server (--checkpoints overrides the
-former). The clients run on the same machine as the server and share its cores. Exit code 1 if any request
-failed.
+`default_concurrency_limit=N` (bench.app_server); "N/T" also sets AGEKIT_TORCH_THREADS=T (app.py's torch
+intra-op threads, default 1). The environment (AGEKIT_CHECKPOINTS, OMP_WAIT_POLICY, ...) is passed on to the
+server; --checkpoints overrides AGEKIT_CHECKPOINTS. The clients run on the same machine as the server and share
+its cores. Exit code 1 if any request failed.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class QueueSetting:
 
     label: str  # "app", "2", "2/1"
     concurrency: int | None  # None: app.py's own setting
-    torch_threads: int | None = None  # OMP_NUM_THREADS for the server process
+    torch_threads: int | None = None  # AGEKIT_TORCH_THREADS for the server process (None: app.py's default)
 
     @classmethod
     def parse(cls, text: str) -> QueueSetting:
@@ -154,7 +154,7 @@ def drive(url: str, image: Path, clients: int, requests: int, time_limit: float,
 
 def run_setting(setting: QueueSetting, args: argparse.Namespace) -> LoadResult:
     """Start the server for `setting`, drive it, always stop it."""
-    extra_env = {} if setting.torch_threads is None else {"OMP_NUM_THREADS": str(setting.torch_threads)}
+    extra_env = {} if setting.torch_threads is None else {"AGEKIT_TORCH_THREADS": str(setting.torch_threads)}
     with running_app(setting.command(), port=args.port, checkpoints=args.checkpoints, timeout=args.start_timeout,
                      extra_env=extra_env) as server:
         print(f"[{setting.label}] serving at {server.url}; {args.clients} clients x {args.requests} requests",
@@ -191,7 +191,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="checkpoint folder (default: $AGEKIT_CHECKPOINTS, else app.py's ./checkpoints)")
     parser.add_argument("--image", type=Path, default=ASTRONAUT, help="photo sent with every request")
     parser.add_argument("--settings", default="app",
-                        help="comma-separated queue settings: app, N (concurrency) or N/T (T torch threads)")
+                        help="comma-separated queue settings: app, N (queue concurrency) or N/T (and T torch threads)")
     parser.add_argument("--timeout", type=float, default=900.0, help="time limit per setting for sending, s")
     parser.add_argument("--start-timeout", type=float, default=180.0, help="time limit for the app to start, s")
     args = parser.parse_args(argv)

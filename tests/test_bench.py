@@ -166,9 +166,9 @@ TINY_SERVER = [sys.executable, "-c", (
 
 
 def test_app_environment_sets_port_host_and_checkpoints(tmp_path: Path) -> None:
-    env = app_environment(1234, tmp_path, {"OMP_NUM_THREADS": "1"})
+    env = app_environment(1234, tmp_path, {"AGEKIT_TORCH_THREADS": "2"})
     assert env["GRADIO_SERVER_PORT"] == "1234" and env["GRADIO_SERVER_NAME"] == "127.0.0.1"
-    assert env["AGEKIT_CHECKPOINTS"] == str(tmp_path.resolve()) and env["OMP_NUM_THREADS"] == "1"
+    assert env["AGEKIT_CHECKPOINTS"] == str(tmp_path.resolve()) and env["AGEKIT_TORCH_THREADS"] == "2"
     assert "127.0.0.1" in env["NO_PROXY"]
 
 
