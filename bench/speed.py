@@ -74,10 +74,10 @@ def model_rows(zoo, repeats: int) -> list[BenchRow]:
     rows = []
     for name, loaded in zoo.models.items():
         card = loaded.card
-        shape = f"{card.architecture} {card.input_size}px {card.in_chans}ch"
-        single = time_calls(partial(predict_batch, loaded, one, name), repeats)
+        shape = f"{card.architecture} {card.input_size}px {card.in_chans}ch" + (" NHWC" if zoo.channels_last else "")
+        single = time_calls(partial(predict_batch, loaded, one, name, zoo.channels_last), repeats)
         rows.append(BenchRow.from_timing("model latency, batch 1 (per face)", name, single, note=shape))
-        batch = time_calls(partial(predict_batch, loaded, many, name), max(3, repeats // 3))
+        batch = time_calls(partial(predict_batch, loaded, many, name, zoo.channels_last), max(3, repeats // 3))
         rate = THROUGHPUT_BATCH / (batch.median_ms / 1000.0)
         rows.append(BenchRow.from_timing(f"model batch {THROUGHPUT_BATCH} (per face)", name, batch,
                                          per=THROUGHPUT_BATCH, note=f"{rate:.0f} faces/s"))
