@@ -10,6 +10,12 @@ metrics.json. The test images are decoded once and shared by all models.
 
 from __future__ import annotations
 
+import os
+
+# As in training/train.py: passive OpenMP waits keep 2-thread inference fast when other processes share the
+# cores (spinning waits made batch-1 latency seconds instead of milliseconds here). Set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import hashlib
 import json
