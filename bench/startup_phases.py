@@ -2,7 +2,8 @@
 
 Prints one JSON object {phase: seconds}: import torch, import gradio, import agekit.ui (the rest of the
 app's imports), ModelZoo.load (every checkpoint + its warm-up forward), FaceDetector() (MTCNN), build_app
-(the Blocks) and launch (until the server is up). Uses AGEKIT_CHECKPOINTS like app.py.
+(the Blocks) and launch (until the server is up). Uses AGEKIT_CHECKPOINTS and AGEKIT_TORCH_THREADS (default 1)
+like app.py.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ def timed(phases: dict[str, float], name: str, fn: Callable[[], Any]) -> Any:
 def measure_phases(checkpoints: Path) -> dict[str, float]:
     """Seconds spent in each start-up phase of the app (see the module docstring)."""
     phases: dict[str, float] = {}
-    timed(phases, "import torch", lambda: __import__("torch"))
+    torch = timed(phases, "import torch", lambda: __import__("torch"))
+    torch.set_num_threads(int(os.environ.get("AGEKIT_TORCH_THREADS", "1")))  # as app.py does before loading
     timed(phases, "import gradio", lambda: __import__("gradio"))
     timed(phases, "import agekit.ui", lambda: __import__("agekit.ui"))
     from agekit.faces import FaceDetector
