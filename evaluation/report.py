@@ -1,0 +1,59 @@
+"""Markdown tables of the shipped models for the README: `python -m evaluation.report [--checkpoints checkpoints]`.
+
+Reads checkpoints/leaderboard.csv (test metrics, written by `python -m evaluation.evaluate`) and each model's
+config.json + training_log.csv (epochs, wall time, throughput), so the README's numbers come from the artifacts.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from agekit.card import ModelCard
+from evaluation.evaluate import read_leaderboard
+
+
+def init_label(init_source: str) -> str:
+    """'file.pth sha256:abcd…' → 'file.pth'; 'random' stays."""
+    return init_source.split(" sha256:")[0]
+
+
+def training_summary(folder: Path) -> dict[str, float]:
+    """Epochs run, total training seconds and median images/s from training_log.csv."""
+    log = pd.read_csv(folder / "training_log.csv")
+    return {"epochs": len(log), "minutes": log["seconds"].sum() / 60, "images_per_s": log["images_per_s"].median()}
+
+
+def results_table(root: Path) -> str:
+    """One row per model: family, architecture, params, input, init, test metrics, training time."""
+    board = read_leaderboard(root)
+    lines = [
+        ("| model | family | architecture | params | input | initialised from | age MAE | CS@5 | 7-bin macro-F1 "
+        "| gender acc. | ethnicity acc. | ethnicity macro-F1 | epochs | CPU train time |"),
+        "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in board.itertuples():
+        card = ModelCard.load(root / row.name)
+        train = training_summary(root / row.name)
+        shape = "one net per task" if not card.shared_backbone else "one shared net"
+        chans = "gray " if card.in_chans == 1 else ""
+        lines.append(
+            f"| `{row.name}` | {row.family} | {row.architecture} ({shape}) | {row.params / 1e6:.2f} M "
+            f"| {chans}{row.input_size} px | {init_label(row.init_source)} | {row.mae:.2f} | {row.cs5:.1%} "
+            f"| {row.age_bin_macro_f1:.1%} | {row.gender_accuracy:.1%} | {row.ethnicity_accuracy:.1%} "
+            f"| {row.ethnicity_macro_f1:.1%} | {train['epochs']} | {train['minutes']:.0f} min |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
+    args = parser.parse_args(argv)
+    print(results_table(args.checkpoints))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

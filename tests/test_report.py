@@ -1,0 +1,34 @@
+"""evaluation.report: the README's model table is built from the leaderboard, cards and training logs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from agekit.card import ModelCard
+from evaluation.report import init_label, results_table
+
+
+def test_results_table_reads_every_artifact(tmp_path: Path) -> None:
+    card = ModelCard(name="m1", family="multitask", architecture="mobilenetv1_025", tasks=("age", "gender"),
+                     shared_backbone=True, input_size=112)
+    (tmp_path / "m1").mkdir()
+    card.save(tmp_path / "m1")
+    pd.DataFrame({"epoch": [1, 2], "seconds": [60.0, 120.0], "images_per_s": [100.0, 300.0]}).to_csv(
+        tmp_path / "m1" / "training_log.csv", index=False)
+    pd.DataFrame([{"name": "m1", "family": "multitask", "architecture": "mobilenetv1_025", "params": 244940,
+                   "input_size": 112, "init_source": "w.pth sha256:abc", "mae": 5.516, "cs5": 0.5862,
+                   "age_bin_macro_f1": 0.6054, "gender_accuracy": 0.921, "ethnicity_accuracy": 0.819,
+                   "ethnicity_macro_f1": 0.707}]).to_csv(tmp_path / "leaderboard.csv", index=False)
+
+    rows = results_table(tmp_path).splitlines()
+
+    assert len(rows) == 3
+    assert rows[2] == ("| `m1` | multitask | mobilenetv1_025 (one shared net) | 0.24 M | 112 px | w.pth | 5.52 | 58.6% "
+                       "| 60.5% | 92.1% | 81.9% | 70.7% | 2 | 3 min |")
+
+
+def test_init_label_drops_the_hash() -> None:
+    assert init_label("retinaface.pth sha256:38ec") == "retinaface.pth"
+    assert init_label("random") == "random"
