@@ -87,7 +87,8 @@ def load_image(source: str | Path | bytes | bytearray | Image.Image | np.ndarray
             image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise _too_large(err) from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError) as err:
+    except (OSError, SyntaxError, ValueError, TypeError, EOFError, IndexError) as err:
+        # TypeError: PIL's n_frames on a TIFF whose second frame lacks its dimensions
         raise ImageError(f"the image file is truncated or corrupt ({err}); re-save or re-upload it") from None
     image = _exif_upright(image)
     rgb = to_rgb(image)
@@ -196,7 +197,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
         return image
     if mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
         return Image.fromarray(_scale_to_uint8(np.asarray(image)), "L").convert("RGB")
-    if mode == "P" and "transparency" in image.info or mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    if mode == "La":  # premultiplied alpha: PIL converts it only to LA
+        image, mode = image.convert("LA"), "LA"
+    if mode == "P" and "transparency" in image.info or mode in ("RGBA", "LA", "PA", "RGBa"):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")

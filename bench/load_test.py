@@ -8,9 +8,8 @@ Clients each send `--requests` predictions, one after another, to the "predict" 
 and the server is stopped (always). Reported per setting: errors (wrong or failed answers; must be 0),
 p50/p95/max latency of one request as a client sees it (upload + queue wait + work) and throughput.
 
-Settings: "app" runs `python app.py` as shipped (queue concurrency 1); "N" serves the same Blocks with
-`default_concurrency_limit=N` (bench.app_server); "N/T" also sets AGEKIT_TORCH_THREADS=T (app.py's torch
-intra-op threads, default 1). The environment (AGEKIT_CHECKPOINTS, OMP_WAIT_POLICY, ...) is passed on to the
+Settings: "app" runs `python app.py` as shipped; "N" runs it with AGEKIT_CONCURRENCY=N (the queue's
+default_concurrency_limit); "N/T" also sets AGEKIT_TORCH_THREADS=T (app.py's torch intra-op threads). The environment (AGEKIT_CHECKPOINTS, OMP_WAIT_POLICY, ...) is passed on to the
 server; --checkpoints overrides AGEKIT_CHECKPOINTS. The clients run on the same machine as the server and share
 its cores. Exit code 1 if any request failed.
 """
@@ -36,7 +35,7 @@ API_NAME = "/predict"  # agekit.ui.blocks: predict_button.click(..., api_name="p
 
 @dataclass(frozen=True)
 class QueueSetting:
-    """How the server is launched: app.py as shipped, or the same Blocks with another queue concurrency."""
+    """How app.py is launched: as shipped, or with another queue concurrency / torch thread count."""
 
     label: str  # "app", "2", "2/1"
     concurrency: int | None  # None: app.py's own setting
@@ -58,10 +57,12 @@ class QueueSetting:
             raise ValueError(f"queue setting {text!r}: concurrency and threads must be at least 1")
         return setting
 
-    def command(self) -> list[str]:
-        if self.concurrency is None:
-            return list(APP_COMMAND)
-        return [sys.executable, "-m", "bench.app_server", "--concurrency", str(self.concurrency)]
+    def environment(self) -> dict[str, str]:
+        """The app.py environment variables this setting changes."""
+        env = {} if self.concurrency is None else {"AGEKIT_CONCURRENCY": str(self.concurrency)}
+        if self.torch_threads is not None:
+            env["AGEKIT_TORCH_THREADS"] = str(self.torch_threads)
+        return env
 
 
 @dataclass
@@ -154,9 +155,8 @@ def drive(url: str, image: Path, clients: int, requests: int, time_limit: float,
 
 def run_setting(setting: QueueSetting, args: argparse.Namespace) -> LoadResult:
     """Start the server for `setting`, drive it, always stop it."""
-    extra_env = {} if setting.torch_threads is None else {"AGEKIT_TORCH_THREADS": str(setting.torch_threads)}
-    with running_app(setting.command(), port=args.port, checkpoints=args.checkpoints, timeout=args.start_timeout,
-                     extra_env=extra_env) as server:
+    with running_app(list(APP_COMMAND), port=args.port, checkpoints=args.checkpoints, timeout=args.start_timeout,
+                     extra_env=setting.environment()) as server:
         print(f"[{setting.label}] serving at {server.url}; {args.clients} clients x {args.requests} requests",
               flush=True)
         return drive(server.url, args.image, args.clients, args.requests, args.timeout, setting.label)

@@ -129,8 +129,9 @@ def test_queue_setting_parsing() -> None:
     assert QueueSetting.parse("app") == QueueSetting("app", None)
     assert QueueSetting.parse(" 2 ") == QueueSetting("2", 2)
     assert QueueSetting.parse("2/1") == QueueSetting("2/1", 2, 1)
-    assert QueueSetting.parse("app").command()[-1] == "app.py"
-    assert QueueSetting.parse("3").command()[-3:] == ["bench.app_server", "--concurrency", "3"]
+    assert QueueSetting.parse("app").environment() == {}
+    assert QueueSetting.parse("3").environment() == {"AGEKIT_CONCURRENCY": "3"}
+    assert QueueSetting.parse("2/1").environment() == {"AGEKIT_CONCURRENCY": "2", "AGEKIT_TORCH_THREADS": "1"}
     for bad in ("fast", "0", "2/0", "2/x"):
         with pytest.raises(ValueError, match="queue setting"):
             QueueSetting.parse(bad)

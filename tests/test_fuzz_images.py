@@ -30,17 +30,6 @@ MODES = ("1", "L", "P", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV", "I", "I;16
 # Modes a photo really comes in: these must decode (not merely fail cleanly) wherever PIL can write them.
 COMMON_MODES = ("1", "L", "P", "RGB", "RGBA", "CMYK", "YCbCr", "I", "I;16", "F", "LA", "RGBX")
 
-# Known crashes in agekit.faces (reported to the coordinator in notes/bench.md); strict=False so the fix passes.
-TIFF_FRAMES_CRASH = pytest.mark.xfail(
-    reason="load_image: `image.n_frames` on a TIFF whose 2nd IFD lacks ImageWidth raises TypeError('Missing "
-           "dimensions'), which the except clause (OSError, SyntaxError, ValueError, EOFError, IndexError) misses",
-    raises=TypeError, strict=False)
-LA_PREMULTIPLIED_CRASH = pytest.mark.xfail(
-    reason="to_rgb: a PIL image in mode 'La' (premultiplied) goes to the alpha branch, where "
-           "image.convert('RGBA') raises ValueError('conversion from La to L not supported') unwrapped",
-    raises=ValueError, strict=False)
-
-
 def base_image() -> Image.Image:
     """A seeded 64x48 RGB image with a gradient and noise (not flat, so encoders do real work)."""
     rng = np.random.default_rng(0)
@@ -151,7 +140,6 @@ def tiff_with_broken_second_frame() -> bytes:
     return bytes(data)
 
 
-@TIFF_FRAMES_CRASH
 def test_tiff_with_a_broken_second_frame() -> None:
     assert_rgb_or_image_error(tiff_with_broken_second_frame())
 
@@ -273,7 +261,7 @@ def test_every_mode_and_format_decodes_to_rgb(mode: str, fmt: str) -> None:
         assert image is not None, f"a {mode} {fmt} file was refused"
 
 
-@pytest.mark.parametrize("mode", [pytest.param(m, marks=LA_PREMULTIPLIED_CRASH) if m == "La" else m
+@pytest.mark.parametrize("mode", [m
                                   for m in MODES if in_mode(m) is not None])
 def test_every_mode_as_a_pil_image_object(mode: str) -> None:
     image = assert_rgb_or_image_error(in_mode(mode), expected_size=SIZE)
@@ -340,10 +328,7 @@ def hostile_uploads() -> dict[str, bytes]:
             "broken tiff frame": tiff_with_broken_second_frame()}
 
 
-@pytest.mark.parametrize("kind", [
-    pytest.param(kind, marks=pytest.mark.xfail(reason="the TypeError above reaches the user as 'Unexpected error'",
-                                               strict=False)) if kind == "broken tiff frame" else kind
-    for kind in hostile_uploads()])
+@pytest.mark.parametrize("kind", list(hostile_uploads()))
 def test_predict_endpoint_shows_the_user_message(kind: str, app_context, tmp_path: Path) -> None:
     import gradio as gr
 
