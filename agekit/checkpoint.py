@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from agekit.card import ModelCard
 from agekit.models import FaceModel, UnknownArchitecture, create_model
+from agekit.models.weights import state_dict_mismatch
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -79,18 +80,8 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _check_keys(model: FaceModel, state: dict[str, torch.Tensor], folder: Path) -> None:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = sorted(f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
-                        for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
-    if missing or unexpected or mismatched:
-        def head(keys: list[str]) -> str:
-            return ", ".join(keys[:6]) + (f" … (+{len(keys) - 6} more)" if len(keys) > 6 else "")
-
-        problems = "; ".join(f"{label}: {head(keys)}" for label, keys in
-                             (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched))
-                             if keys)
+    problems = state_dict_mismatch(model.state_dict(), state)
+    if problems:
         raise CheckpointError(f"{folder / MODEL_FILE} does not match the model its {CONFIG_FILE} describes "
                               f"({problems}); was config.json edited or copied from another checkpoint?")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +57,20 @@ def strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch
     return {(k.removeprefix(prefix)): v for k, v in state.items()}
 
 
+def state_dict_mismatch(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> str:
+    """'' when `state` has exactly the keys and shapes of `expected`, else e.g. 'missing 2: a, b; unexpected 1: c'."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = sorted(f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+                        for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+
+    def head(keys: list[str]) -> str:
+        return ", ".join(keys[:8]) + (f" … (+{len(keys) - 8} more)" if len(keys) > 8 else "")
+
+    return "; ".join(f"{label} {len(keys)}: {head(keys)}" for label, keys in
+                     (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)) if keys)
+
+
 def load_backbone_weights(module: nn.Module, state: dict[str, torch.Tensor], source: str,
                           ignore_prefixes: Iterable[str] = ()) -> WeightsReport:
     """Load `state` into `module`, requiring every module key to be present with the same shape.
@@ -67,19 +81,10 @@ def load_backbone_weights(module: nn.Module, state: dict[str, torch.Tensor], sou
     ignore_prefixes = tuple(ignore_prefixes)
     ignored = sorted(k for k in state if ignore_prefixes and k.startswith(ignore_prefixes))
     kept = {k: v for k, v in state.items() if k not in set(ignored)}
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(kept))
-    unexpected = sorted(set(kept) - set(expected))
-    mismatched = sorted(f"{k}: file {tuple(kept[k].shape)} vs model {tuple(expected[k].shape)}"
-                        for k in set(kept) & set(expected) if kept[k].shape != expected[k].shape)
-    if missing or unexpected or mismatched:
-        def head(keys: list[str]) -> str:
-            return ", ".join(keys[:8]) + (f" … (+{len(keys) - 8} more)" if len(keys) > 8 else "")
-
-        problems = [f"{label} {len(keys)}: {head(keys)}" for label, keys in
-                    (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)) if keys]
+    problems = state_dict_mismatch(module.state_dict(), kept)
+    if problems:
         raise PretrainedWeightsError(
-            f"weights in {source} do not fit the backbone ({'; '.join(problems)}). "
+            f"weights in {source} do not fit the backbone ({problems}). "
             "Is this file for this architecture?"
         )
     module.load_state_dict(kept, strict=True)
