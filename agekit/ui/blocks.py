@@ -71,7 +71,7 @@ def _compare_tab(ctx: AppContext, preload: Path | None) -> None:
     with gr.Row(equal_height=False):
         for name in ctx.model_names:
             loaded = ctx.zoo.models[name]
-            with gr.Column(min_width=280):
+            with gr.Column(min_width=200):  # five models side by side on a laptop screen
                 panel_outputs.append(gr.Markdown(next(panel_values)))
                 if "age" in loaded.card.tasks:
                     panel_outputs.append(gr.Plot(next(panel_values), show_label=False))
