@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -25,14 +26,16 @@ def single_torch_thread() -> Iterator[None]:
 
 def save_tiny_checkpoint(folder: Path, tasks: tuple[str, ...] = TASKS, shared: bool = True, in_chans: int = 3,
                          age_bins: str = UTK7.spec, seed: int = 0, family: str = "scratch",
-                         widths: tuple[int, ...] = (4, 8)) -> Path:
-    """A facecnn checkpoint of a few hundred parameters (32 px input) saved with the real save_checkpoint."""
+                         widths: tuple[int, ...] = (4, 8), **card_fields: Any) -> Path:
+    """A facecnn checkpoint of a few hundred parameters (32 px input unless card_fields say otherwise), saved
+    with the real save_checkpoint; card_fields (input_size, split_hash, ...) go into its ModelCard."""
     torch.manual_seed(seed)
     kwargs = {"widths": list(widths), "convs_per_block": 1}
     model = create_model("facecnn", tasks=tasks, shared_backbone=shared, in_chans=in_chans, **kwargs).eval()
     card = ModelCard(name=folder.name, family=family, architecture="facecnn", tasks=tasks, shared_backbone=shared,
-                     architecture_kwargs=kwargs, input_size=32, in_chans=in_chans, mean=(0.5,) * in_chans,
-                     std=(0.25,) * in_chans, age_bins=age_bins, init_source="random")
+                     architecture_kwargs=kwargs, in_chans=in_chans, mean=(0.5,) * in_chans,
+                     std=(0.25,) * in_chans, age_bins=age_bins, init_source="random",
+                     **{"input_size": 32, **card_fields})
     return save_checkpoint(folder, model, card)
 
 

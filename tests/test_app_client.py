@@ -8,18 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from agekit.card import ModelCard
-from agekit.checkpoint import save_checkpoint
 from agekit.labels import UTK7
-from agekit.models import create_model
 from agekit.ui import AppContext, build_app
 
 ASTRONAUT = Path(__file__).resolve().parents[1] / "examples" / "nasa_astronaut_eileen_collins.jpg"
-TINY = {"widths": [8, 16], "convs_per_block": 1}
 
 
 def free_port() -> int:
@@ -39,13 +34,9 @@ def photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
+def client(tmp_path_factory: pytest.TempPathFactory, save_tiny) -> Iterator[Client]:
     root = tmp_path_factory.mktemp("checkpoints")
-    torch.manual_seed(0)
-    tasks = ("age", "gender", "ethnicity")
-    card = ModelCard(name="tiny", family="scratch", architecture="facecnn", tasks=tasks, architecture_kwargs=TINY,
-                     input_size=32)
-    save_checkpoint(root / "tiny", create_model("facecnn", tasks=tasks, **TINY).eval(), card)
+    save_tiny(root / "tiny", widths=(8, 16))
     demo = build_app(AppContext.create(root, examples_dir=None))
     demo.queue(default_concurrency_limit=1)
     port = free_port()

@@ -8,14 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 
-from agekit.card import ModelCard
-from agekit.checkpoint import save_checkpoint
 from agekit.data import load_manifest, write_manifest
 from agekit.data.split import MANIFEST_COLUMNS
-from agekit.models import create_model
 from evaluation.evaluate import (
     LEADERBOARD_COLUMNS,
     main,
@@ -25,7 +21,6 @@ from evaluation.evaluate import (
 )
 
 BROKEN = "33_1_2_20170104000000099.jpg.chip.jpg"  # a test file whose bytes are not a JPEG
-TINY_CNN = {"widths": [4, 8], "convs_per_block": 1}
 
 
 @pytest.fixture(scope="module")
@@ -48,16 +43,11 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return root, manifest
 
 
-def make_checkpoints(root: Path, split_hash: str) -> Path:
+def make_checkpoints(root: Path, split_hash: str, save_tiny) -> Path:
     """A multitask tiny CNN and a gender-only one under root/checkpoints."""
-    torch.manual_seed(0)
     folder = root / "checkpoints"
-    for name, tasks, family in (("tiny_multi", ("age", "gender", "ethnicity"), "multitask"),
-                                ("tiny_gender", ("gender",), "scratch")):
-        model = create_model("facecnn", tasks=tasks, **TINY_CNN)
-        card = ModelCard(name=name, family=family, architecture="facecnn", tasks=tasks,
-                         architecture_kwargs=TINY_CNN, input_size=24, split_hash=split_hash)
-        save_checkpoint(folder / name, model, card)
+    save_tiny(folder / "tiny_multi", family="multitask", input_size=24, split_hash=split_hash)
+    save_tiny(folder / "tiny_gender", tasks=("gender",), input_size=24, split_hash=split_hash, seed=1)
     return folder
 
 
@@ -67,8 +57,8 @@ def run(dataset: tuple[Path, Path], checkpoints: Path, *extra: str) -> int:
                  "--threads", "1", "--latency-runs", "2", "--decode-size", "32", "--batch-size", "4", *extra])
 
 
-def test_evaluate_writes_artifacts_and_is_reproducible(dataset, tmp_path, capsys) -> None:
-    checkpoints = make_checkpoints(tmp_path, load_manifest(dataset[1]).hash)
+def test_evaluate_writes_artifacts_and_is_reproducible(dataset, tmp_path, capsys, save_tiny) -> None:
+    checkpoints = make_checkpoints(tmp_path, load_manifest(dataset[1]).hash, save_tiny)
     assert run(dataset, checkpoints) == 0
     out = capsys.readouterr().out
     assert "total wall time" in out and "tiny_multi" in out
@@ -104,8 +94,8 @@ def test_evaluate_writes_artifacts_and_is_reproducible(dataset, tmp_path, capsys
     assert len(pd.read_csv(checkpoints / "leaderboard.csv")) == 2  # rebuilt from both models' metrics.json
 
 
-def test_split_hash_mismatch_is_refused_unless_allowed(dataset, tmp_path, capsys) -> None:
-    checkpoints = make_checkpoints(tmp_path, "0" * 64)
+def test_split_hash_mismatch_is_refused_unless_allowed(dataset, tmp_path, capsys, save_tiny) -> None:
+    checkpoints = make_checkpoints(tmp_path, "0" * 64, save_tiny)
     manifest_hash = load_manifest(dataset[1]).hash
     assert run(dataset, checkpoints) == 2
     err = capsys.readouterr().err
@@ -117,8 +107,8 @@ def test_split_hash_mismatch_is_refused_unless_allowed(dataset, tmp_path, capsys
     assert report["data"]["hash_match"] is False and report["data"]["checkpoint_split_hash"] == "0" * 64
 
 
-def test_missing_data_folder_and_unknown_model(dataset, tmp_path, capsys) -> None:
-    checkpoints = make_checkpoints(tmp_path, load_manifest(dataset[1]).hash)
+def test_missing_data_folder_and_unknown_model(dataset, tmp_path, capsys, save_tiny) -> None:
+    checkpoints = make_checkpoints(tmp_path, load_manifest(dataset[1]).hash, save_tiny)
     missing = tmp_path / "no_such_folder"
     assert main(["--checkpoints", str(checkpoints), "--data", str(missing), "--manifest", str(dataset[1])]) == 2
     err = capsys.readouterr().err

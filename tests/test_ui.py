@@ -20,28 +20,17 @@ import torch
 from gradio.helpers import special_args
 from PIL import Image
 
-from agekit.card import ModelCard
-from agekit.checkpoint import load_checkpoint, save_checkpoint
+from agekit.checkpoint import load_checkpoint
 from agekit.data.dataset import FaceTensors
 from agekit.faces import FaceDetector
 from agekit.labels import UTK7
-from agekit.models import create_model
 from agekit.ui import AppContext, api, build_app, compare, error_analysis, testset
 from agekit.ui.guard import guarded, user_message
 from evaluation.evaluate import EvalOptions, evaluate_model, write_leaderboard
 
 REPO = Path(__file__).resolve().parents[1]
 ASTRONAUT = REPO / "examples" / "nasa_astronaut_eileen_collins.jpg"
-TINY = {"widths": [8, 16], "convs_per_block": 1}
 N_TEST = 30
-
-
-def tiny_checkpoint(root: Path, name: str, family: str, tasks: tuple[str, ...]) -> None:
-    torch.manual_seed(len(name))
-    model = create_model("facecnn", tasks=tasks, **TINY).eval()
-    card = ModelCard(name=name, family=family, architecture="facecnn", tasks=tasks, architecture_kwargs=TINY,
-                     input_size=32, init_source="random")
-    save_checkpoint(root / name, model, card)
 
 
 def fake_utkface(folder: Path, n: int) -> FaceTensors:
@@ -71,11 +60,11 @@ def face_photo(tmp: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def workspace(tmp_path_factory: pytest.TempPathFactory, save_tiny) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("app")
     root = tmp / "checkpoints"
-    tiny_checkpoint(root, "tiny_multi", "multitask", ("age", "gender", "ethnicity"))
-    tiny_checkpoint(root, "tiny_gender", "scratch", ("gender",))
+    save_tiny(root / "tiny_multi", family="multitask", widths=(8, 16), seed=10)
+    save_tiny(root / "tiny_gender", tasks=("gender",), widths=(8, 16), seed=11)
     (root / "broken").mkdir()
     (root / "broken" / "config.json").write_text("{not json")
     faces = fake_utkface(tmp / "UTKFace", N_TEST)
