@@ -263,6 +263,12 @@ def _seed_for(*parts: int) -> int:
 
 
 # ---------------------------------------------------------------- optimizer + schedule
+def build_criterion(config: TrainConfig, class_weights: dict[str, torch.Tensor] | None = None) -> MultiTaskLoss:
+    """The multitask loss `config` describes (optional per-class weights from the training labels)."""
+    return MultiTaskLoss(config.tasks, config.loss_weighting, config.task_weights, config.age_sigma,
+                         config.age_l1_weight, config.label_smoothing, class_weights)
+
+
 def build_optimizer(model: FaceModel, criterion: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """Param groups: backbone (lr x backbone_lr_mult), heads (lr), learned loss weights (lr, no decay).
     Biases and norm parameters (ndim <= 1) get no weight decay."""
@@ -531,8 +537,7 @@ def _fit(config: TrainConfig, train_set: FaceData, val_set: FaceData, out_dir: P
                       if config.weighted_sampler else None)
     class_weights = class_weight_tensors(train_set.targets, config.tasks) if config.class_weights else None
 
-    criterion = MultiTaskLoss(config.tasks, config.loss_weighting, config.task_weights, config.age_sigma,
-                              config.age_l1_weight, config.label_smoothing, class_weights).to(device)
+    criterion = build_criterion(config, class_weights).to(device)
     steps_per_epoch = len(train_images) // runtime.world_size // config.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"batch_size {config.batch_size} is larger than the training set per process "

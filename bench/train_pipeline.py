@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from agekit.data import SplitManifest, load_manifest, load_pack, read_face, resolve_data_root
 from agekit.engine import (
+    build_criterion,
     build_model,
     build_optimizer,
     build_scheduler,
@@ -35,7 +36,6 @@ from agekit.engine import (
     train_one_epoch,
 )
 from agekit.labels import TASKS
-from agekit.losses import MultiTaskLoss
 from training.train import load_run_config
 from training.train import parse_args as parse_train_args
 
@@ -84,8 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model(config).to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
-    criterion = MultiTaskLoss(config.tasks, config.loss_weighting, config.task_weights, config.age_sigma,
-                              config.age_l1_weight, config.label_smoothing).to(device)
+    criterion = build_criterion(config).to(device)
     optimizer = build_optimizer(model, criterion, config)
     scheduler = build_scheduler(optimizer, config, steps_per_epoch=1000)
     generator = torch.Generator().manual_seed(config.seed)
