@@ -13,7 +13,6 @@ indices are sharded per rank, gradients averaged, and only rank 0 writes files.
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import time
@@ -38,9 +37,9 @@ from agekit.losses import (
     expected_age,
 )
 from agekit.models import FaceModel, create_model
+from agekit.training_log import LOG_FILE, write_log
 
 RESUME_FILE = "resume.pt"
-LOG_FILE = "training_log.csv"
 
 
 class FaceData(Protocol):
@@ -453,15 +452,6 @@ class EarlyStopping:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.best_state = dict(state["best_state"])
         self.best_loss, self.best_epoch = dict(state["best_loss"]), dict(state["best_epoch"])
-
-
-def write_log(path: Path, history: list[dict[str, float]]) -> None:
-    """training_log.csv: one row per epoch (epoch, lr, train losses, val metrics, seconds, images_per_s)."""
-    columns = list(dict.fromkeys(key for row in history for key in row))
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(history)
 
 
 def _atomic_save(obj: Any, path: Path) -> None:

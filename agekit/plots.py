@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 FAMILY_COLOURS = {"scratch": "#1f77b4", "pretrained": "#ff7f0e", "multitask": "#2ca02c"}
 METRIC_LABELS = {
     "mae": "age MAE (years)", "age_mae": "age MAE (years)", "cs5": "CS@5", "age_cs5": "CS@5",
@@ -21,6 +22,9 @@ METRIC_LABELS = {
     "gender_macro_f1": "gender macro-F1", "ethnicity_accuracy": "ethnicity accuracy",
     "ethnicity_macro_f1": "ethnicity macro-F1", "latency_ms": "CPU latency per face (ms)",
     "params": "parameters", "flops": "FLOPs",
+    "val_age_mae": "validation age MAE (years)", "val_age_bin_f1": "validation age-bin macro-F1",
+    "val_gender_acc": "validation gender accuracy", "val_ethnicity_acc": "validation ethnicity accuracy",
+    "val_loss": "validation loss", "train_loss": "training loss", "images_per_s": "training images/s",
 }
 LOWER_IS_BETTER = {"mae", "age_mae", "age_median_ae", "latency_ms", "params", "flops"}
 
@@ -171,16 +175,34 @@ def leaderboard_figure(leaderboard: pd.DataFrame, metric: str = "mae") -> go.Fig
     return fig
 
 
-def leaderboard_table(leaderboard: pd.DataFrame, digits: int = 3) -> go.Figure:
-    """The leaderboard as a plotly table; floats shown with `digits` decimal places."""
-    cells = []
-    for column in leaderboard.columns:
-        values = leaderboard[column]
-        if pd.api.types.is_float_dtype(values):
-            cells.append([("" if pd.isna(v) else f"{v:.{digits}f}") for v in values])
-        else:
-            cells.append(["" if pd.isna(v) else str(v) for v in values])
-    fig = go.Figure(go.Table(header={"values": [_label(c) if c in METRIC_LABELS else c for c in leaderboard.columns]},
-                             cells={"values": cells}))
-    fig.update_layout(title="leaderboard")
+def training_curves_figure(logs: Mapping[str, pd.DataFrame], metric: str = "val_age_mae",
+                           families: Mapping[str, str] | None = None) -> go.Figure:
+    """One line per model of a training_log.csv column over epochs; each model's best epoch is starred.
+
+    logs: model name -> its training log (agekit.training_log.read_log). Models without the column are left
+    out; families (model name -> scratch / pretrained / multitask) picks each line's dash style.
+    """
+    drawn = {name: log for name, log in logs.items() if metric in log.columns and log[metric].notna().any()}
+    if not drawn:
+        raise ValueError(f"no training log has a {metric!r} column to draw")
+    lower = metric in LOWER_IS_BETTER or metric.endswith(("_loss", "_mae"))
+    dashes = {"scratch": "dot", "pretrained": "solid", "multitask": "dash"}
+    traces: list[go.BaseTraceType] = []
+    for index, (name, log) in enumerate(drawn.items()):
+        rows = log.dropna(subset=[metric])
+        colour = COLOURS[index % len(COLOURS)]
+        best = rows[metric].idxmin() if lower else rows[metric].idxmax()
+        traces.append(go.Scatter(
+            name=name, x=rows["epoch"].tolist(), y=rows[metric].tolist(), mode="lines+markers",
+            line={"color": colour, "dash": dashes.get((families or {}).get(name, ""), "solid")},
+            hovertemplate=f"{name}<br>epoch %{{x}}: %{{y:.4g}}<extra></extra>", legendgroup=name,
+        ))
+        traces.append(go.Scatter(
+            name=f"{name} best", x=[int(rows.at[best, "epoch"])], y=[float(rows.at[best, metric])], mode="markers",
+            marker={"symbol": "star", "size": 14, "color": colour}, showlegend=False, legendgroup=name,
+            hovertemplate=f"{name}: best epoch %{{x}}, %{{y:.4g}}<extra></extra>",
+        ))
+    fig = go.Figure(traces)
+    fig.update_layout(title=f"training curves: {_label(metric)}", xaxis={"title": "epoch", "dtick": 1},
+                      yaxis={"title": _label(metric)}, legend={"orientation": "h"})
     return fig

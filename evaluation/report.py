@@ -9,9 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import pandas as pd
-
 from agekit.card import ModelCard
+from agekit.training_log import read_log
 from evaluation.evaluate import read_leaderboard
 
 
@@ -22,7 +21,7 @@ def init_label(init_source: str) -> str:
 
 def training_summary(folder: Path) -> dict[str, float]:
     """Epochs run, total training seconds and median images/s from training_log.csv."""
-    log = pd.read_csv(folder / "training_log.csv")
+    log = read_log(folder)
     return {"epochs": len(log), "minutes": log["seconds"].sum() / 60, "images_per_s": log["images_per_s"].median()}
 
 

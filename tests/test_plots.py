@@ -11,11 +11,11 @@ from agekit.plots import (
     confusion_matrix_figure,
     fairness_figure,
     leaderboard_figure,
-    leaderboard_table,
     mae_by_age_figure,
     normalise_rows,
     per_class_figure,
     reliability_figure,
+    training_curves_figure,
 )
 
 CONFUSION = {"labels": ["male", "female", "other"], "matrix": [[3, 1, 0], [2, 2, 0], [0, 0, 0]]}
@@ -103,9 +103,22 @@ def test_leaderboard_bars_sorted_best_first() -> None:
         leaderboard_figure(LEADERBOARD, "bogus")
 
 
-def test_leaderboard_table_cells() -> None:
-    fig = leaderboard_table(LEADERBOARD)
-    table = fig.data[0]
-    assert list(table.header.values) == ["name", "family", "age MAE (years)", "gender accuracy"]
-    assert list(table.cells.values[0]) == ["a", "b", "c"]
-    assert list(table.cells.values[2]) == ["6.000", "4.500", ""]
+def test_training_curves_one_line_per_model_and_best_epoch_starred() -> None:
+    logs = {
+        "a": pd.DataFrame({"epoch": [1, 2, 3], "val_age_mae": [9.0, 6.5, 7.0], "val_gender_acc": [0.8, 0.9, 0.85]}),
+        "b": pd.DataFrame({"epoch": [1, 2], "val_age_mae": [8.0, 7.5]}),
+        "c": pd.DataFrame({"epoch": [1], "train_loss": [3.0]}),  # no such column: left out
+    }
+    fig = training_curves_figure(logs, "val_age_mae", families={"a": "scratch", "b": "multitask"})
+    lines = [t for t in fig.data if t.mode == "lines+markers"]
+    stars = [t for t in fig.data if t.mode == "markers"]
+    assert [t.name for t in lines] == ["a", "b"]
+    assert list(lines[0].x) == [1, 2, 3] and list(lines[0].y) == [9.0, 6.5, 7.0]
+    assert lines[0].line.dash == "dot" and lines[1].line.dash == "dash"
+    assert (list(stars[0].x), list(stars[0].y)) == ([2], [6.5])  # lowest MAE
+    assert (list(stars[1].x), list(stars[1].y)) == ([2], [7.5])
+    accuracy = training_curves_figure(logs, "val_gender_acc")
+    assert list(accuracy.data[1].x) == [2]  # highest accuracy is best
+    assert accuracy.layout.yaxis.title.text == "validation gender accuracy"
+    with pytest.raises(ValueError, match="no training log has a 'bogus' column"):
+        training_curves_figure(logs, "bogus")

@@ -24,6 +24,7 @@ from agekit.checkpoint import load_checkpoint
 from agekit.data.dataset import FaceTensors
 from agekit.faces import FaceDetector
 from agekit.labels import UTK7
+from agekit.training_log import LOG_FILE, write_log
 from agekit.ui import AppContext, api, build_app, compare, error_analysis, testset
 from agekit.ui.guard import guarded, user_message
 from evaluation.evaluate import EvalOptions, evaluate_model, write_leaderboard
@@ -248,6 +249,20 @@ def test_leaderboard_and_missing_leaderboard(ctx: AppContext, tmp_path: Path) ->
     assert testset.leaderboard_metrics(table)[0] == "mae"
     assert testset.default_model(ctx.checkpoints_root, ctx.model_names) == "tiny_multi"  # the evaluated one
     assert testset.on_leaderboard(tmp_path, "mae")[2].startswith("⚠️ no leaderboard yet")
+
+
+def test_training_curves_from_each_models_log(tmp_path: Path, save_tiny) -> None:
+    save_tiny(tmp_path / "multi", family="multitask", widths=(8, 16), seed=10)
+    save_tiny(tmp_path / "gender", tasks=("gender",), widths=(8, 16), seed=11)
+    write_log(tmp_path / "multi" / LOG_FILE, [{"epoch": 1, "val_age_mae": 9.5}, {"epoch": 2, "val_age_mae": 8.0}])
+    figure, status = testset.on_training_curves(tmp_path, ["multi", "gender"], "val_age_mae")
+    line = figure.data[0]
+    assert line.name == "multi" and list(line.y) == [9.5, 8.0] and line.line.dash == "dash"  # multitask
+    assert status == "⚠️ gender has no training log (" + str(tmp_path / "gender" / LOG_FILE) + " is missing)"
+    figure, status = testset.on_training_curves(tmp_path, ["multi"], "val_gender_acc")
+    assert figure is None and status == "⚠️ no training log has val_gender_acc"
+    figure, status = testset.on_training_curves(tmp_path, ["multi"], "bogus")
+    assert figure is None and "unknown training metric 'bogus'" in status
 
 
 # ---------------------------------------------------------------- Error-analysis tab

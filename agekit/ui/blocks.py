@@ -127,6 +127,12 @@ def _testset_tab(ctx: AppContext, demo: gr.Blocks) -> None:
     fairness_plot = gr.Plot(show_label=False)
     fairness_table = gr.Dataframe(label="metric per group (faces) and the largest gap", interactive=False)
 
+    gr.Markdown("### Training curves (validation split, per epoch; ★ = each model's best epoch on the metric)")
+    curve_metric = gr.Dropdown(list(testset.TRAINING_CURVE_METRICS), value=testset.TRAINING_CURVE_METRICS[0],
+                               label="training metric")
+    curve_plot = gr.Plot(show_label=False)
+    curve_status = gr.Markdown()
+
     gr.Markdown("### Leaderboard (all models)")
     try:
         board_metrics = testset.leaderboard_metrics(testset.read_leaderboard(root))
@@ -147,6 +153,9 @@ def _testset_tab(ctx: AppContext, demo: gr.Blocks) -> None:
     board_metric.input(board, [board_metric], [board_plot, board_table, board_status], api_visibility="undocumented")
     demo.load(show, inputs, outputs, api_visibility="undocumented", concurrency_id="plots", concurrency_limit=2)
     demo.load(board, [board_metric], [board_plot, board_table, board_status], api_visibility="undocumented")
+    curves = partial(testset.on_training_curves, root, names)
+    curve_metric.input(curves, [curve_metric], [curve_plot, curve_status], api_visibility="undocumented")
+    demo.load(curves, [curve_metric], [curve_plot, curve_status], api_visibility="undocumented")
 
 
 def _error_analysis_tab(ctx: AppContext) -> None:

@@ -16,6 +16,8 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from agekit import plots
+from agekit.card import ModelCard
+from agekit.training_log import read_log
 from agekit.ui.guard import guarded
 from agekit.ui.model_info import METRIC_NAMES, metrics_lines, metrics_section
 
@@ -25,6 +27,8 @@ CONFUSION_VIEWS = ("counts", "row-normalised")
 FAIRNESS_ATTRIBUTES = ("gender", "ethnicity")
 FAIRNESS_METRICS = ("age_mae", "age_cs5", "age_bin_accuracy", "gender_accuracy", "ethnicity_accuracy",
                     "ethnicity_macro_f1")
+TRAINING_CURVE_METRICS = ("val_age_mae", "val_age_bin_f1", "val_gender_acc", "val_ethnicity_acc", "val_loss",
+                          "train_loss", "images_per_s")
 NO_SECOND_MODEL = "(none)"
 LEADERBOARD_FILE = "leaderboard.csv"
 PANEL_OUTPUTS = 5  # headline markdown, confusion matrix, per-class bars, per-class table, reliability diagram
@@ -167,6 +171,34 @@ def fairness(evals: list[ModelEval], attribute: str, metric: str) -> tuple[go.Fi
     return figure, pd.DataFrame(records)
 
 
+# ---------------------------------------------------------------- training curves
+
+def model_family(root: str | Path, name: str) -> str:
+    """scratch / pretrained / multitask from the model's config.json; "" when it has none."""
+    try:
+        return ModelCard.load(Path(root) / name).family
+    except (ValueError, OSError):
+        return ""
+
+
+def training_curves(root: str | Path, names: list[str], metric: str) -> tuple[go.Figure | None, list[str]]:
+    """(figure of `metric` per epoch for every model with a training log, one note per model without one)."""
+    if metric not in TRAINING_CURVE_METRICS:
+        raise ValueError(f"unknown training metric {metric!r}; choose one of {list(TRAINING_CURVE_METRICS)}")
+    logs: dict[str, pd.DataFrame] = {}
+    notes: list[str] = []
+    for name in names:
+        try:
+            logs[name] = read_log(Path(root) / name)
+        except ValueError as err:
+            notes.append(str(err))
+    drawn = {name: log for name, log in logs.items() if metric in log.columns}
+    if not drawn:
+        return None, [*notes, f"no training log has {metric}"]
+    families = {name: model_family(root, name) for name in drawn}
+    return plots.training_curves_figure(drawn, metric, families), notes
+
+
 # ---------------------------------------------------------------- leaderboard
 
 def read_leaderboard(root: str | Path) -> pd.DataFrame:
@@ -247,3 +279,14 @@ def on_leaderboard(root: str | Path, metric: str | None) -> list[Any]:
     """Leaderboard metric changed → [figure, table, status]."""
     figure, table, message = leaderboard_outputs(root, metric)
     return [figure, table, f"⚠️ {message}" if message else ""]
+
+
+def _curves_failed(status: str) -> list[Any]:
+    return [None, status]
+
+
+@guarded(_curves_failed)
+def on_training_curves(root: str | Path, names: list[str], metric: str) -> list[Any]:
+    """Training metric changed → [figure, status]."""
+    figure, notes = training_curves(root, names, metric)
+    return [figure, "\n\n".join(f"⚠️ {n}" for n in notes)]
