@@ -46,6 +46,7 @@ from agekit.metrics import CS_YEARS, compute_metrics, predictions_frame
 from agekit.models import age_probabilities
 
 EVAL_DIR = "eval"
+PREDICTIONS_FILE = "predictions.csv"
 LEADERBOARD = "leaderboard.csv"
 SPLIT = "test"
 # UTKFace's aligned crops are 200x200: decoding at that size keeps every pixel, and each model
@@ -214,7 +215,7 @@ def evaluate_model(loaded: LoadedModel, faces: FaceTensors, provenance: dict[str
     }
     out = folder / EVAL_DIR
     out.mkdir(exist_ok=True)
-    frame.to_csv(out / "predictions.csv", index=False)
+    frame.to_csv(out / PREDICTIONS_FILE, index=False)
     (out / "metrics.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     return ModelEvaluation(card.name, folder, report, frame)
 

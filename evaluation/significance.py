@@ -1,0 +1,107 @@
+"""Which differences between the shipped models are real? Bootstrap intervals from the committed predictions.
+
+    python -m evaluation.significance [--checkpoints checkpoints] [--pair A B ...] [--resamples 2000] [--seed 0]
+
+Prints two markdown tables from checkpoints/<model>/eval/predictions.csv (no model is run):
+  1. every model's test metrics with 95% percentile-bootstrap intervals over the test faces;
+  2. paired differences A - B (same resampled faces for both) with their intervals, ✔ where the interval
+     excludes zero. Without --pair, the controlled pairs the zoo was built for are compared: two models of the
+     same architecture that differ only in their initialisation (what pretraining bought) or only in sharing
+     the backbone (one net vs three).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from agekit.bootstrap import LEVEL, RESAMPLES, Interval, metric_intervals, paired_differences
+from agekit.card import ModelCard
+from evaluation.evaluate import EVAL_DIR, PREDICTIONS_FILE, read_leaderboard
+
+COLUMNS = {  # metric -> column title; the README table's metrics
+    "age_mae": "age MAE", "age_cs5": "CS@5", "age_bin_macro_f1": "7-bin macro-F1",
+    "gender_accuracy": "gender acc.", "ethnicity_accuracy": "ethnicity acc.", "ethnicity_macro_f1": "ethnicity macro-F1",
+}
+
+
+def read_predictions(root: Path, name: str) -> pd.DataFrame:
+    path = root / name / EVAL_DIR / PREDICTIONS_FILE
+    if not path.is_file():
+        raise ValueError(f"{path} is missing: run `python -m evaluation.evaluate --models {name}` first")
+    return pd.read_csv(path)
+
+
+def controlled_pairs(cards: dict[str, ModelCard]) -> list[tuple[str, str]]:
+    """(A, B) pairs of one architecture, input and task set that differ in exactly one of: initialisation,
+    backbone sharing. A is the pretrained / shared one."""
+    pairs = []
+    names = sorted(cards)
+    for a in names:
+        for b in names:
+            ca, cb = cards[a], cards[b]
+            if a == b or (ca.architecture, ca.input_size, ca.tasks) != (cb.architecture, cb.input_size, cb.tasks):
+                continue
+            pretraining = (ca.shared_backbone == cb.shared_backbone
+                           and ca.init_source != "random" and cb.init_source == "random")
+            sharing = ca.init_source == cb.init_source and ca.shared_backbone and not cb.shared_backbone
+            if pretraining or sharing:
+                pairs.append((a, b))
+    return pairs
+
+
+def cell(metric: str, interval: Interval, signed: bool = False) -> str:
+    return interval.format(percent=metric != "age_mae", signed=signed)
+
+
+def intervals_table(root: Path, names: Sequence[str], resamples: int, seed: int) -> str:
+    lines = ["| model | " + " | ".join(COLUMNS.values()) + " |", "| --- |" + " ---: |" * len(COLUMNS)]
+    for name in names:
+        intervals = metric_intervals(read_predictions(root, name), resamples, seed)
+        lines.append(f"| `{name}` | " + " | ".join(cell(m, intervals[m]) if m in intervals else "–"
+                                                   for m in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def differences_table(root: Path, pairs: Sequence[tuple[str, str]], resamples: int, seed: int) -> str:
+    lines = ["| A − B | " + " | ".join(COLUMNS.values()) + " |", "| --- |" + " ---: |" * len(COLUMNS)]
+    for a, b in pairs:
+        deltas = paired_differences(read_predictions(root, a), read_predictions(root, b), resamples, seed)
+        cells = [(cell(m, deltas[m], signed=True) + (" ✔" if deltas[m].excludes_zero() else "")) if m in deltas
+                 else "–" for m in COLUMNS]
+        lines.append(f"| `{a}` − `{b}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m evaluation.significance", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
+    parser.add_argument("--pair", nargs=2, action="append", metavar=("A", "B"), help="compare A - B (repeatable)")
+    parser.add_argument("--resamples", type=int, default=RESAMPLES)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        names = [str(n) for n in read_leaderboard(args.checkpoints)["name"]]
+        if not names:
+            raise ValueError(f"no evaluated models under {args.checkpoints}: run `python -m evaluation.evaluate`")
+        pairs = [tuple(p) for p in args.pair] if args.pair else controlled_pairs(
+            {n: ModelCard.load(args.checkpoints / n) for n in names})
+        print(f"{LEVEL:.0%} percentile-bootstrap intervals, {args.resamples} resamples of the test faces, "
+              f"seed {args.seed}\n")
+        print(intervals_table(args.checkpoints, names, args.resamples, args.seed))
+        if pairs:
+            print("\nPaired differences (✔: the interval excludes 0; MAE lower is better, the rest higher)\n")
+            print(differences_table(args.checkpoints, pairs, args.resamples, args.seed))
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
