@@ -40,6 +40,11 @@ class Interval:
                 f"[{self.low * scale:{sign}.{digits}f}, {self.high * scale:{sign}.{digits}f}]")
 
 
+def format_metric(metric: str, interval: Interval, signed: bool = False) -> str:
+    """Years for age MAE, percent (points when signed) for the rates."""
+    return interval.format(percent=metric != "age_mae", signed=signed)
+
+
 # A statistic maps an index matrix of shape (resamples, faces) into one table to one value per resample.
 Statistic = Callable[[np.ndarray], np.ndarray]
 

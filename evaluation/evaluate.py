@@ -41,12 +41,11 @@ from agekit.checkpoint import (
 )
 from agekit.data import FaceTensors, load_folder, load_manifest, resolve_data_root
 from agekit.data.transforms import to_model_input
+from agekit.eval_artifacts import EVAL_DIR, METRICS_FILE, PREDICTIONS_FILE
 from agekit.labels import get_age_bins
 from agekit.metrics import CS_YEARS, compute_metrics, predictions_frame
 from agekit.models import age_probabilities
 
-EVAL_DIR = "eval"
-PREDICTIONS_FILE = "predictions.csv"
 LEADERBOARD = "leaderboard.csv"
 SPLIT = "test"
 # UTKFace's aligned crops are 200x200: decoding at that size keeps every pixel, and each model
@@ -216,7 +215,7 @@ def evaluate_model(loaded: LoadedModel, faces: FaceTensors, provenance: dict[str
     out = folder / EVAL_DIR
     out.mkdir(exist_ok=True)
     frame.to_csv(out / PREDICTIONS_FILE, index=False)
-    (out / "metrics.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    (out / METRICS_FILE).write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     return ModelEvaluation(card.name, folder, report, frame)
 
 
@@ -238,7 +237,7 @@ def write_leaderboard(root: str | Path) -> pd.DataFrame:
     """Rebuild root/leaderboard.csv from every root/<model>/eval/metrics.json (best MAE first)."""
     root = Path(root)
     rows = []
-    for path in sorted(root.glob(f"*/{EVAL_DIR}/metrics.json")):
+    for path in sorted(root.glob(f"*/{EVAL_DIR}/{METRICS_FILE}")):
         try:
             rows.append(leaderboard_row(json.loads(path.read_text())))
         except (ValueError, KeyError, TypeError) as err:  # a stale or damaged file must not hide the others
@@ -259,7 +258,7 @@ def read_leaderboard(root: str | Path) -> pd.DataFrame:
 
 def read_metrics(checkpoint_folder: str | Path) -> dict[str, Any]:
     """A checkpoint's eval/metrics.json; raises FileNotFoundError telling how to create it."""
-    path = Path(checkpoint_folder) / EVAL_DIR / "metrics.json"
+    path = Path(checkpoint_folder) / EVAL_DIR / METRICS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: run `python -m evaluation.evaluate` first")
     return json.loads(path.read_text())

@@ -17,23 +17,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import pandas as pd
-
-from agekit.bootstrap import LEVEL, RESAMPLES, Interval, metric_intervals, paired_differences
+from agekit.bootstrap import LEVEL, RESAMPLES, format_metric, metric_intervals, paired_differences
 from agekit.card import ModelCard
-from evaluation.evaluate import EVAL_DIR, PREDICTIONS_FILE, read_leaderboard
+from agekit.eval_artifacts import read_predictions
+from evaluation.evaluate import read_leaderboard
 
 COLUMNS = {  # metric -> column title; the README table's metrics
     "age_mae": "age MAE", "age_cs5": "CS@5", "age_bin_macro_f1": "7-bin macro-F1",
     "gender_accuracy": "gender acc.", "ethnicity_accuracy": "ethnicity acc.", "ethnicity_macro_f1": "ethnicity macro-F1",
 }
-
-
-def read_predictions(root: Path, name: str) -> pd.DataFrame:
-    path = root / name / EVAL_DIR / PREDICTIONS_FILE
-    if not path.is_file():
-        raise ValueError(f"{path} is missing: run `python -m evaluation.evaluate --models {name}` first")
-    return pd.read_csv(path)
 
 
 def controlled_pairs(cards: dict[str, ModelCard]) -> list[tuple[str, str]]:
@@ -54,15 +46,11 @@ def controlled_pairs(cards: dict[str, ModelCard]) -> list[tuple[str, str]]:
     return pairs
 
 
-def cell(metric: str, interval: Interval, signed: bool = False) -> str:
-    return interval.format(percent=metric != "age_mae", signed=signed)
-
-
 def intervals_table(root: Path, names: Sequence[str], resamples: int, seed: int) -> str:
     lines = ["| model | " + " | ".join(COLUMNS.values()) + " |", "| --- |" + " ---: |" * len(COLUMNS)]
     for name in names:
         intervals = metric_intervals(read_predictions(root, name), resamples, seed)
-        lines.append(f"| `{name}` | " + " | ".join(cell(m, intervals[m]) if m in intervals else "–"
+        lines.append(f"| `{name}` | " + " | ".join(format_metric(m, intervals[m]) if m in intervals else "–"
                                                    for m in COLUMNS) + " |")
     return "\n".join(lines)
 
@@ -71,7 +59,7 @@ def differences_table(root: Path, pairs: Sequence[tuple[str, str]], resamples: i
     lines = ["| A − B | " + " | ".join(COLUMNS.values()) + " |", "| --- |" + " ---: |" * len(COLUMNS)]
     for a, b in pairs:
         deltas = paired_differences(read_predictions(root, a), read_predictions(root, b), resamples, seed)
-        cells = [(cell(m, deltas[m], signed=True) + (" ✔" if deltas[m].excludes_zero() else "")) if m in deltas
+        cells = [(format_metric(m, deltas[m], signed=True) + (" ✔" if deltas[m].excludes_zero() else "")) if m in deltas
                  else "–" for m in COLUMNS]
         lines.append(f"| `{a}` − `{b}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -120,6 +120,7 @@ def _testset_tab(ctx: AppContext, demo: gr.Blocks) -> None:
                            gr.Dataframe(label="per class", interactive=False, headers=list(testset.PER_CLASS_COLUMNS)),
                            gr.Plot(show_label=False)]
     second_column = column
+    difference = gr.Markdown()
     mae_plot = gr.Plot(label="age MAE by true age")
     with gr.Row():
         attribute = gr.Radio(list(testset.FAIRNESS_ATTRIBUTES), value="ethnicity", label="fairness: groups by")
@@ -144,7 +145,7 @@ def _testset_tab(ctx: AppContext, demo: gr.Blocks) -> None:
     board_status = gr.Markdown()
 
     inputs = [model_a, model_b, task, view, attribute, metric]
-    outputs = [*panels, second_column, mae_plot, fairness_plot, fairness_table, status]
+    outputs = [*panels, second_column, difference, mae_plot, fairness_plot, fairness_table, status]
     show = partial(testset.on_testset, root)
     for control in inputs:
         control.input(show, inputs, outputs, api_visibility="undocumented", concurrency_id="plots",

@@ -15,6 +15,7 @@ from PIL import Image
 
 from agekit.card import ModelCard
 from agekit.data.utkface import resolve_data_root
+from agekit.eval_artifacts import predictions_path, read_predictions
 from agekit.faces import load_image
 from agekit.labels import ETHNICITY_NAMES, GENDER_NAMES, get_age_bins
 from agekit.ui.compare import caption_list, explain_crop
@@ -43,19 +44,6 @@ TASK_COLUMNS: dict[str, TaskColumns] = {
     "gender": TaskColumns("gender", "pred_gender", "gender_p", "gender"),
     "ethnicity": TaskColumns("ethnicity", "pred_ethnicity", "ethnicity_p", "ethnicity"),
 }
-
-
-def predictions_path(root: str | Path, model: str) -> Path:
-    return Path(root) / model / "eval" / "predictions.csv"
-
-
-def read_predictions(root: str | Path, model: str) -> pd.DataFrame:
-    """checkpoints/<model>/eval/predictions.csv; a clear ValueError when the model has none."""
-    path = predictions_path(root, model)
-    if not path.is_file():
-        raise ValueError(f"model {model} has no test-set predictions ({path} is missing): run "
-                         f"`python -m evaluation.evaluate --models {model}`")
-    return pd.read_csv(path)
 
 
 def models_with_predictions(root: str | Path, names: list[str]) -> list[str]:

@@ -16,7 +16,9 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from agekit import plots
+from agekit.bootstrap import LEVEL, format_metric, paired_differences
 from agekit.card import ModelCard
+from agekit.eval_artifacts import EVAL_DIR, METRICS_FILE, eval_folder, read_predictions
 from agekit.training_log import read_log
 from agekit.ui.guard import guarded
 from agekit.ui.model_info import METRIC_NAMES, metrics_lines, metrics_section
@@ -30,6 +32,7 @@ FAIRNESS_METRICS = ("age_mae", "age_cs5", "age_bin_accuracy", "gender_accuracy",
 TRAINING_CURVE_METRICS = ("val_age_mae", "val_age_bin_f1", "val_gender_acc", "val_ethnicity_acc", "val_loss",
                           "train_loss", "images_per_s")
 NO_SECOND_MODEL = "(none)"
+DIFFERENCE_RESAMPLES = 1000
 LEADERBOARD_FILE = "leaderboard.csv"
 PANEL_OUTPUTS = 5  # headline markdown, confusion matrix, per-class bars, per-class table, reliability diagram
 PER_CLASS_COLUMNS = ("class", "precision", "recall", "f1", "support", "predicted")
@@ -45,13 +48,9 @@ class ModelEval:
     report: dict[str, Any]  # the whole metrics.json (model, data provenance, speed, metrics)
 
 
-def eval_folder(root: str | Path, name: str) -> Path:
-    return Path(root) / name / "eval"
-
-
 def read_model_eval(root: str | Path, name: str) -> ModelEval:
     """Load checkpoints/<name>/eval/metrics.json; a clear ValueError when it is missing or unreadable."""
-    path = eval_folder(root, name) / "metrics.json"
+    path = eval_folder(root, name) / METRICS_FILE
     if not path.is_file():
         raise ValueError(f"model {name} has no evaluation artifacts ({path} is missing): run "
                          f"`python -m evaluation.evaluate --models {name}` to create them")
@@ -70,13 +69,13 @@ def model_choices(root: str | Path, loaded: list[str] | None = None) -> list[str
     names = list(loaded or [])
     if root.is_dir():
         for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-            if folder.name not in names and ((folder / "config.json").is_file() or (folder / "eval").is_dir()):
+            if folder.name not in names and ((folder / "config.json").is_file() or (folder / EVAL_DIR).is_dir()):
                 names.append(folder.name)
     return names
 
 
 def has_eval(root: str | Path, name: str) -> bool:
-    return (eval_folder(root, name) / "metrics.json").is_file()
+    return (eval_folder(root, name) / METRICS_FILE).is_file()
 
 
 def default_model(root: str | Path, names: list[str]) -> str | None:
@@ -140,6 +139,17 @@ def model_panel(ev: ModelEval, task: str, view: str) -> list[Any]:
 
 def empty_panel(message: str = "") -> list[Any]:
     return [message, None, None, None, None]
+
+
+def difference_markdown(root: str | Path, model_a: str, model_b: str) -> str:
+    """A − B on every metric both models have, with paired-bootstrap intervals over the same test faces."""
+    deltas = paired_differences(read_predictions(root, model_a), read_predictions(root, model_b),
+                                resamples=DIFFERENCE_RESAMPLES)
+    cells = [f"{METRIC_NAMES.get(m, m)} {format_metric(m, d, signed=True)}{' ✔' if d.excludes_zero() else ''}"
+             for m, d in deltas.items()]
+    return (f"**{model_a} − {model_b}** on the same test faces, with {LEVEL:.0%} paired-bootstrap intervals "
+            f"({DIFFERENCE_RESAMPLES:,} resamples; ✔ = the interval excludes 0, so the gap is not luck of the "
+            "split):\n\n" + " · ".join(cells))
 
 
 # ---------------------------------------------------------------- figures across models
@@ -240,14 +250,14 @@ def leaderboard_outputs(root: str | Path, metric: str | None) -> tuple[go.Figure
 # ---------------------------------------------------------------- callbacks (wired in agekit.ui.blocks)
 
 def _testset_failed(status: str) -> list[Any]:
-    return [*empty_panel(), *empty_panel(), gr.update(visible=False), None, None, None, status]
+    return [*empty_panel(), *empty_panel(), gr.update(visible=False), "", None, None, None, status]
 
 
 @guarded(_testset_failed)
 def on_testset(root: str | Path, model_a: str | None, model_b: str | None, task: str, view: str,
                attribute: str, metric: str) -> list[Any]:
-    """Model / task / view changed → [panel A (5), panel B (5), panel B visibility, MAE by age, fairness figure,
-    fairness table, status]."""
+    """Model / task / view changed → [panel A (5), panel B (5), panel B visibility, A − B differences, MAE by age,
+    fairness figure, fairness table, status]."""
     notes: list[str] = []
     evals: list[ModelEval] = []
     panels: list[Any] = []
@@ -266,8 +276,15 @@ def on_testset(root: str | Path, model_a: str | None, model_b: str | None, task:
     if attribute not in FAIRNESS_ATTRIBUTES:
         raise ValueError(f"unknown group attribute {attribute!r}; choose one of {list(FAIRNESS_ATTRIBUTES)}")
     fairness_figure, fairness_table = fairness(evals, attribute, metric)
-    second_visible = gr.update(visible=bool(model_b) and model_b != NO_SECOND_MODEL)
-    return [*panels, second_visible, mae_by_age(evals), fairness_figure, fairness_table, "\n\n".join(f"⚠️ {n}" for n in notes)]
+    second = bool(model_b) and model_b != NO_SECOND_MODEL
+    difference = ""
+    if second and model_a and model_a != model_b and len(evals) == 2:
+        try:
+            difference = difference_markdown(root, model_a, model_b)
+        except ValueError as err:
+            notes.append(str(err))
+    return [*panels, gr.update(visible=second), difference, mae_by_age(evals), fairness_figure, fairness_table,
+            "\n\n".join(f"⚠️ {n}" for n in notes)]
 
 
 def _leaderboard_failed(status: str) -> list[Any]:
