@@ -37,6 +37,7 @@ from agekit.checkpoint import LoadedModel
 from agekit.data.transforms import to_model_input
 from agekit.faces import to_rgb
 from agekit.labels import AGE_MIN, CLASS_NAMES, AgeBins, get_age_bins
+from agekit.predict import FLIP_AVERAGE, mirror_average
 
 # ScoreCAM is left out: it runs one forward pass per channel (seconds per image on a CPU Space).
 CAM_METHODS: dict[str, type[BaseCAM]] = {
@@ -109,11 +110,13 @@ def class_names(loaded: LoadedModel, task: str) -> tuple[str, ...]:
 
 
 def explain(loaded: LoadedModel, crop: Image.Image, task: str, method: str = "GradCAM",
-            target_class: int | None = None) -> CamResult:
+            target_class: int | None = None, flip_average: bool = FLIP_AVERAGE) -> CamResult:
     """CAM of `task` for one face crop; explains the predicted class (age: age bin) unless `target_class` is set.
 
     The crop is preprocessed exactly as for prediction (`to_model_input` with the model's card, so grayscale
-    models see grayscale) and the map is resized back onto the RGB crop.
+    models see grayscale) and the map is resized back onto the RGB crop. The predicted class and its probability
+    are the ones the app shows (with flip_average, from the crop and its mirror image, as agekit.predict does);
+    the map itself is of the crop as it is.
     """
     if task not in loaded.card.tasks:
         raise ValueError(f"model {loaded.card.name} predicts {list(loaded.card.tasks)}, not {task!r}")
@@ -123,8 +126,9 @@ def explain(loaded: LoadedModel, crop: Image.Image, task: str, method: str = "Gr
     rgb = np.array(to_rgb(crop))  # writable copy for torch.from_numpy
     x = to_model_input(torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).contiguous(), loaded.card)
 
+    forward = TaskLogits(loaded.model, task)
     with torch.inference_mode():
-        logits = TaskLogits(loaded.model, task)(x).float()
+        logits = (mirror_average(forward, x) if flip_average else forward(x)).float()
     probs = torch.softmax(logits, dim=-1)[0]
     if task == "age":
         bins = get_age_bins(loaded.card.age_bins)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,6 +19,9 @@ from agekit.labels import ETHNICITY_NAMES, GENDER_NAMES, NUM_OUTPUTS, get_age_bi
 from agekit.models import age_probabilities, expected_age
 
 log = logging.getLogger(__name__)
+# Average each face's logits with its mirror image's at inference (app and evaluation alike). Chosen on the
+# validation split, where it helped every shipped model: `python -m evaluation.flip_ablation`.
+FLIP_AVERAGE = True
 
 
 @dataclass
@@ -97,16 +102,18 @@ class ModelZoo:
     models: dict[str, LoadedModel] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)  # checkpoint folder name → why it did not load
     channels_last: bool = False  # models' conv weights (and inputs) are NHWC
+    flip_average: bool = FLIP_AVERAGE  # average each face with its mirror image (see model_logits)
 
     @classmethod
-    def load(cls, root: str | Path = "checkpoints", channels_last: bool = True) -> ModelZoo:
+    def load(cls, root: str | Path = "checkpoints", channels_last: bool = True,
+             flip_average: bool = FLIP_AVERAGE) -> ModelZoo:
         """Load each checkpoint folder (one with config.json or *.safetensors) under `root`, sorted by name.
 
         A missing or corrupt checkpoint is recorded in `failures` and the others still load; a missing `root`
         gives an empty zoo. `channels_last` stores conv weights NHWC: 25-30% faster CPU inference for the
         scratch CNNs, ResNet and Inception-ResNet, ~7% for MobileNet (1 thread, batch 1 and 8).
         """
-        zoo = cls(channels_last=channels_last)
+        zoo = cls(channels_last=channels_last, flip_average=flip_average)
         root = Path(root)
         if not root.is_dir():
             return zoo
@@ -128,22 +135,41 @@ class ModelZoo:
         if not crops:
             return {name: [] for name in self.models}
         batch = crops_to_batch(crops)
-        return {name: predict_batch(loaded, batch, name, self.channels_last) for name, loaded in self.models.items()}
+        return {name: predict_batch(loaded, batch, name, self.channels_last, self.flip_average)
+                for name, loaded in self.models.items()}
 
 
-def model_logits(loaded: LoadedModel, batch: torch.Tensor, channels_last: bool = False) -> dict[str, torch.Tensor]:
-    """One model's logits {task: (B, n_outputs)} for a uint8 RGB (B,3,H,W) batch, without autograd."""
+def model_logits(loaded: LoadedModel, batch: torch.Tensor, channels_last: bool = False,
+                 flip_average: bool = FLIP_AVERAGE) -> dict[str, torch.Tensor]:
+    """One model's logits {task: (B, n_outputs)} for a uint8 RGB (B,3,H,W) batch, without autograd.
+
+    flip_average: run every face and its left-right mirror image in one batch and average their logits
+    (test-time augmentation, chosen on the validation split: `python -m evaluation.flip_ablation`).
+    """
     x = to_model_input(batch, loaded.card)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def forward(inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        return loaded.model(inputs.contiguous(memory_format=memory_format))
+
     with torch.inference_mode():
-        return loaded.model(x)
+        return mirror_average(forward, x) if flip_average else forward(x)
+
+
+def mirror_average(forward: Callable[[torch.Tensor], Any], x: torch.Tensor) -> Any:
+    """forward() on the (B,C,H,W) inputs and their left-right mirror images in one batch of 2B, halves averaged;
+    the output is a tensor or a {task: tensor} dict with the batch first."""
+    n = x.shape[0]
+    out = forward(torch.cat([x, x.flip(-1)]))
+    if isinstance(out, dict):
+        return {key: (values[:n] + values[n:]) / 2 for key, values in out.items()}
+    return (out[:n] + out[n:]) / 2
 
 
 def predict_batch(loaded: LoadedModel, batch: torch.Tensor, name: str | None = None,
-                  channels_last: bool = False) -> list[Prediction]:
+                  channels_last: bool = False, flip_average: bool = FLIP_AVERAGE) -> list[Prediction]:
     """One model on a uint8 RGB (B,3,H,W) batch → B Predictions."""
-    logits = model_logits(loaded, batch, channels_last)
+    logits = model_logits(loaded, batch, channels_last, flip_average)
     return decode_outputs(name or loaded.card.name, logits, loaded.card.age_bins)
 
 
@@ -153,7 +179,7 @@ def _prepare(loaded: LoadedModel, channels_last: bool) -> None:
     if channels_last:
         loaded.model.to(memory_format=torch.channels_last)
     size = loaded.card.input_size
-    logits = model_logits(loaded, torch.zeros((1, 3, size, size), dtype=torch.uint8), channels_last)
+    logits = model_logits(loaded, torch.zeros((1, 3, size, size), dtype=torch.uint8), channels_last, False)
     expected = {task: (1, NUM_OUTPUTS[task]) for task in loaded.card.tasks}
     got = {task: tuple(value.shape) for task, value in logits.items()}
     if got != expected:

@@ -40,11 +40,11 @@ from agekit.checkpoint import (
     load_checkpoint,
 )
 from agekit.data import FaceTensors, load_folder, load_manifest, resolve_data_root
-from agekit.data.transforms import to_model_input
 from agekit.eval_artifacts import EVAL_DIR, METRICS_FILE, PREDICTIONS_FILE
 from agekit.labels import get_age_bins
 from agekit.metrics import CS_YEARS, compute_metrics, predictions_frame
 from agekit.models import age_probabilities
+from agekit.predict import FLIP_AVERAGE, model_logits
 
 LEADERBOARD = "leaderboard.csv"
 SPLIT = "test"
@@ -76,6 +76,7 @@ class EvalOptions:
     latency_runs: int = 30  # timed batch-1 forward passes (median reported)
     latency_warmup: int = 5
     decode_size: int = DECODE_SIZE  # square side (px) the test images are decoded at, once for all models
+    flip_average: bool = FLIP_AVERAGE  # average each face with its mirror image, as the app does
 
 
 @dataclass
@@ -122,20 +123,18 @@ def check_split_hash(card: ModelCard, manifest_hash: str, manifest_path: str | P
     )
 
 
-def predict_probabilities(loaded: LoadedModel, images: torch.Tensor, batch_size: int) -> dict[str, np.ndarray]:
-    """Per-task probabilities (N, classes) for uint8 RGB images (N,3,H,W), preprocessed as the card says."""
-    model, card = loaded.model, loaded.card
-    model.eval()
+def predict_probabilities(loaded: LoadedModel, images: torch.Tensor, batch_size: int,
+                          flip_average: bool = FLIP_AVERAGE) -> dict[str, np.ndarray]:
+    """Per-task probabilities (N, classes) for uint8 RGB images (N,3,H,W), run exactly as the app runs them."""
+    loaded.model.eval()
     # channels_last: 2-3x faster CNN inference on CPU here (measured by bench.speed); same results to 1e-5.
-    model = model.to(memory_format=torch.channels_last)
-    chunks: dict[str, list[np.ndarray]] = {task: [] for task in card.tasks}
-    with torch.inference_mode():
-        for start in range(0, len(images), batch_size):
-            x = to_model_input(images[start:start + batch_size], card).contiguous(memory_format=torch.channels_last)
-            logits = model(x)
-            for task in card.tasks:
-                probs = age_probabilities(logits[task]) if task == "age" else torch.softmax(logits[task].float(), -1)
-                chunks[task].append(probs.double().numpy())
+    loaded.model.to(memory_format=torch.channels_last)
+    chunks: dict[str, list[np.ndarray]] = {task: [] for task in loaded.card.tasks}
+    for start in range(0, len(images), batch_size):
+        logits = model_logits(loaded, images[start:start + batch_size], True, flip_average)
+        for task, values in logits.items():
+            probs = age_probabilities(values) if task == "age" else torch.softmax(values.float(), -1)
+            chunks[task].append(probs.double().numpy())
     return {task: np.concatenate(parts) for task, parts in chunks.items()}
 
 
@@ -144,7 +143,8 @@ def count_parameters(model: torch.nn.Module) -> int:
 
 
 def count_flops(loaded: LoadedModel) -> int:
-    """FLOPs of one forward pass on one face at the model's input size (torch's counter: 2 per multiply-add)."""
+    """FLOPs of one forward pass on one face at the model's input size (torch's counter: 2 per multiply-add).
+    Flip averaging (metrics.json "inference") runs two passes per face."""
     card = loaded.card
     x = torch.zeros(1, card.in_chans, card.input_size, card.input_size)
     counter = FlopCounterMode(display=False)
@@ -165,18 +165,17 @@ def cpu_name() -> str:
 
 
 def measure_latency(loaded: LoadedModel, face: torch.Tensor, threads: int = 2, runs: int = 30,
-                    warmup: int = 5) -> dict[str, Any]:
-    """CPU latency (ms) of preprocessing + forward pass for one face (uint8 (1,3,H,W)), batch 1."""
+                    warmup: int = 5, flip_average: bool = FLIP_AVERAGE) -> dict[str, Any]:
+    """CPU latency (ms) of preprocessing + forward pass(es) for one face (uint8 (1,3,H,W)), batch 1, as served."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     timings = []
     try:
-        with torch.inference_mode():
-            for i in range(warmup + runs):
-                start = time.perf_counter()
-                loaded.model(to_model_input(face, loaded.card))
-                if i >= warmup:
-                    timings.append((time.perf_counter() - start) * 1000.0)
+        for i in range(warmup + runs):
+            start = time.perf_counter()
+            model_logits(loaded, face, True, flip_average)
+            if i >= warmup:
+                timings.append((time.perf_counter() - start) * 1000.0)
     finally:
         torch.set_num_threads(previous)
     return {"latency_ms": float(np.median(timings)), "latency_ms_p90": float(np.percentile(timings, 90)),
@@ -189,7 +188,7 @@ def evaluate_model(loaded: LoadedModel, faces: FaceTensors, provenance: dict[str
     """Predict the test faces with one model, compute every metric, write eval/predictions.csv + metrics.json."""
     card, folder = loaded.card, Path(loaded.folder)
     started = time.perf_counter()
-    outputs = predict_probabilities(loaded, faces.images, options.batch_size)
+    outputs = predict_probabilities(loaded, faces.images, options.batch_size, options.flip_average)
     predict_s = time.perf_counter() - started
     age_bins = get_age_bins(card.age_bins)
     truth = {task: values.numpy() for task, values in faces.targets.items()}
@@ -205,9 +204,11 @@ def evaluate_model(loaded: LoadedModel, faces: FaceTensors, provenance: dict[str
         },
         "data": {**provenance, "checkpoint_split_hash": card.split_hash,
                  "hash_match": card.split_hash == provenance["manifest_hash"]},
+        "inference": {"flip_average": options.flip_average},
         "metrics": compute_metrics(frame, age_bins),
         "speed": {
-            **measure_latency(loaded, faces.images[:1], options.threads, options.latency_runs, options.latency_warmup),
+            **measure_latency(loaded, faces.images[:1], options.threads, options.latency_runs, options.latency_warmup,
+                              options.flip_average),
             "predict_s": predict_s, "faces_per_s": len(frame) / predict_s if predict_s > 0 else None,
             "eval_wall_s": time.perf_counter() - started,
         },
@@ -333,13 +334,16 @@ def parse_args(argv: Sequence[str] | None = None) -> EvalOptions:
     parser.add_argument("--latency-runs", type=int, default=30, help="timed batch-1 runs (median reported)")
     parser.add_argument("--decode-size", type=int, default=DECODE_SIZE,
                         help="side (px) the test images are decoded at, once for all models")
+    parser.add_argument("--no-flip", dest="flip_average", action="store_false",
+                        help="do not average each face with its mirror image (the app does; ablations only)")
     parser.add_argument("--allow-hash-mismatch", action="store_true",
                         help="evaluate checkpoints trained on another split manifest (experiments only)")
     args = parser.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     return EvalOptions(checkpoints=args.checkpoints, data=args.data, models=models, manifest=args.manifest,
                        batch_size=args.batch_size, threads=args.threads, latency_runs=args.latency_runs,
-                       decode_size=args.decode_size, allow_hash_mismatch=args.allow_hash_mismatch)
+                       decode_size=args.decode_size, allow_hash_mismatch=args.allow_hash_mismatch,
+                       flip_average=args.flip_average)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

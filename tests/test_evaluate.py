@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from PIL import Image
 
 from agekit.data import load_manifest, write_manifest
 from agekit.data.split import MANIFEST_COLUMNS
+from evaluation import flip_ablation
 from evaluation.evaluate import (
     LEADERBOARD_COLUMNS,
     main,
@@ -128,3 +130,34 @@ def test_leaderboard_skips_damaged_metrics_and_readers(tmp_path, capsys) -> None
     board = write_leaderboard(tmp_path)
     assert len(board) == 0 and (tmp_path / "leaderboard.csv").is_file()
     assert "broken" in capsys.readouterr().err
+
+
+def test_flip_averaging_is_recorded_and_can_be_switched_off(dataset, tmp_path, capsys, save_tiny) -> None:
+    checkpoints = make_checkpoints(tmp_path, load_manifest(dataset[1]).hash, save_tiny)
+    predictions = checkpoints / "tiny_multi" / "eval" / "predictions.csv"
+    assert run(dataset, checkpoints, "--models", "tiny_multi") == 0
+    flipped = pd.read_csv(predictions)
+    assert read_metrics(checkpoints / "tiny_multi")["inference"] == {"flip_average": True}
+    assert run(dataset, checkpoints, "--models", "tiny_multi", "--no-flip") == 0
+    plain = pd.read_csv(predictions)
+    assert read_metrics(checkpoints / "tiny_multi")["inference"] == {"flip_average": False}
+    assert list(plain["file"]) == list(flipped["file"]) and not np.allclose(plain["pred_age"], flipped["pred_age"])
+
+
+def test_flip_ablation_reports_validation_differences(dataset, tmp_path, capsys, save_tiny) -> None:
+    data, manifest = dataset
+    checkpoints = make_checkpoints(tmp_path, load_manifest(manifest).hash, save_tiny)
+    args = ["--checkpoints", str(checkpoints), "--data", str(data), "--manifest", str(manifest), "--threads", "1",
+            "--decode-size", "32"]
+    assert flip_ablation.main(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("val split, 4 faces: plain value, then flip − plain")
+    rows = {line.split(" | ")[0]: line.rstrip(" |").split(" | ")[1:] for line in out.splitlines()
+            if line.startswith("| `")}
+    assert set(rows) == {"| `tiny_multi`", "| `tiny_gender`"}
+    rate = r"\d+\.\d%: [+-]\d+\.\d pt \[[+-]\d+\.\d, [+-]\d+\.\d\]( ✔)?"
+    assert rows["| `tiny_gender`"][:3] == ["–", "–", "–"] and re.fullmatch(rate, rows["| `tiny_gender`"][3])
+    assert re.fullmatch(r"\d+\.\d\d: [+-]\d+\.\d\d \[[+-]\d+\.\d\d, [+-]\d+\.\d\d\]( ✔)?", rows["| `tiny_multi`"][0])
+    with pytest.raises(SystemExit):  # the test split is not for choosing how to predict
+        flip_ablation.main([*args, "--split", "test"])
+    assert "invalid choice: 'test'" in capsys.readouterr().err

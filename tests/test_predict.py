@@ -100,16 +100,30 @@ def test_batching_does_not_change_results(zoo: ModelZoo) -> None:
                 assert x.age == pytest.approx(y.age, abs=1e-3)
 
 
-def test_matches_the_model_run_by_hand(zoo: ModelZoo) -> None:
+def test_matches_the_model_run_by_hand_on_the_face_and_its_mirror(zoo_root: Path, zoo: ModelZoo) -> None:
     from agekit.data.transforms import to_model_input
 
     crops = random_crops(2, seed=5)
     loaded = zoo.models["good"]
+    x = to_model_input(crops_to_batch(crops), loaded.card)
     with torch.no_grad():
-        logits = loaded.model(to_model_input(crops_to_batch(crops), loaded.card))
-    expected_gender = torch.softmax(logits["gender"], -1).numpy()
-    got = zoo.predict(crops)["good"]
-    assert np.allclose([p.gender_probs for p in got], expected_gender, atol=1e-6)
+        plain, mirrored = loaded.model(x), loaded.model(x.flip(-1))
+    averaged = torch.softmax((plain["gender"] + mirrored["gender"]) / 2, -1).numpy()
+    assert zoo.flip_average
+    assert np.allclose([p.gender_probs for p in zoo.predict(crops)["good"]], averaged, atol=1e-6)
+    no_flip = ModelZoo.load(zoo_root, flip_average=False)
+    got = [p.gender_probs for p in no_flip.predict(crops)["good"]]
+    assert np.allclose(got, torch.softmax(plain["gender"], -1).numpy(), atol=1e-6)
+    assert not np.allclose(got, averaged, atol=1e-4)  # the mirror image really changes the answer
+
+
+def test_flip_average_is_a_no_op_on_a_mirror_symmetric_face(zoo_root: Path, zoo: ModelZoo) -> None:
+    half = np.random.default_rng(3).integers(0, 255, (200, 100, 3), dtype=np.uint8)
+    symmetric = Image.fromarray(np.concatenate([half, half[:, ::-1]], axis=1))
+    flipped = zoo.predict([symmetric])["good"][0]
+    plain = ModelZoo.load(zoo_root, flip_average=False).predict([symmetric])["good"][0]
+    assert np.allclose(flipped.age_probs, plain.age_probs, atol=1e-5)
+    assert flipped.age == pytest.approx(plain.age, abs=1e-3)
 
 
 def test_crops_of_mixed_sizes_and_empty_input(zoo: ModelZoo) -> None:
