@@ -45,6 +45,11 @@ def format_metric(metric: str, interval: Interval, signed: bool = False) -> str:
     return interval.format(percent=metric != "age_mae", signed=signed)
 
 
+def format_difference(metric: str, delta: Interval) -> str:
+    """A signed difference with its interval, ✔ when the interval excludes 0: "-1.07 [-1.28, -0.87] ✔"."""
+    return format_metric(metric, delta, signed=True) + (" ✔" if delta.excludes_zero() else "")
+
+
 # A statistic maps an index matrix of shape (resamples, faces) into one table to one value per resample.
 Statistic = Callable[[np.ndarray], np.ndarray]
 

@@ -16,17 +16,17 @@ from pathlib import Path
 
 import torch
 
-from agekit.bootstrap import format_metric, paired_differences
+from agekit.bootstrap import format_difference, paired_differences
 from agekit.checkpoint import load_checkpoint
 from agekit.data import load_folder, load_manifest, resolve_data_root
 from agekit.labels import get_age_bins
 from agekit.metrics import headline_metrics, predictions_frame
 from evaluation.evaluate import DECODE_SIZE, predict_probabilities, select_checkpoints
-from evaluation.significance import COLUMNS
+from evaluation.significance import COLUMNS, table_header
 
 
 def ablation_rows(folders: Sequence[Path], faces, batch_size: int = 64) -> list[str]:
-    """Markdown rows: model, then per metric 'plain → flip, difference [interval]'."""
+    """Markdown rows: model, then per metric 'plain value: flip − plain [interval]' (✔ where it excludes 0)."""
     rows = []
     truth = {task: values.numpy() for task, values in faces.targets.items()}
     for folder in folders:
@@ -43,7 +43,7 @@ def ablation_rows(folders: Sequence[Path], faces, batch_size: int = 64) -> list[
                 continue
             delta = deltas[metric]
             value = f"{plain[metric]:.2f}" if metric == "age_mae" else f"{plain[metric]:.1%}"
-            cells.append(f"{value}: {format_metric(metric, delta, signed=True)}{' ✔' if delta.excludes_zero() else ''}")
+            cells.append(f"{value}: {format_difference(metric, delta)}")
         rows.append(f"| `{loaded.card.name}` | " + " | ".join(cells) + " |")
     return rows
 
@@ -67,8 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"{args.split} split, {len(faces)} faces: plain value, then flip − plain [95% paired-bootstrap interval]\n")
-    print("| model | " + " | ".join(COLUMNS.values()) + " |")
-    print("| --- |" + " ---: |" * len(COLUMNS))
+    print("\n".join(table_header("model")))
     print("\n".join(rows))
     return 0
 

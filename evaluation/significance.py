@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from agekit.bootstrap import LEVEL, RESAMPLES, format_metric, metric_intervals, paired_differences
+from agekit.bootstrap import LEVEL, RESAMPLES, format_difference, format_metric, metric_intervals, paired_differences
 from agekit.card import ModelCard
 from agekit.eval_artifacts import read_predictions
 from evaluation.evaluate import read_leaderboard
@@ -46,8 +46,13 @@ def controlled_pairs(cards: dict[str, ModelCard]) -> list[tuple[str, str]]:
     return pairs
 
 
+def table_header(first: str) -> list[str]:
+    """The two markdown header lines of a table with `first` then one column per metric in COLUMNS."""
+    return [f"| {first} | " + " | ".join(COLUMNS.values()) + " |", "| --- |" + " ---: |" * len(COLUMNS)]
+
+
 def intervals_table(root: Path, names: Sequence[str], resamples: int, seed: int) -> str:
-    lines = ["| model | " + " | ".join(COLUMNS.values()) + " |", "| --- |" + " ---: |" * len(COLUMNS)]
+    lines = table_header("model")
     for name in names:
         intervals = metric_intervals(read_predictions(root, name), resamples, seed)
         lines.append(f"| `{name}` | " + " | ".join(format_metric(m, intervals[m]) if m in intervals else "–"
@@ -56,11 +61,10 @@ def intervals_table(root: Path, names: Sequence[str], resamples: int, seed: int)
 
 
 def differences_table(root: Path, pairs: Sequence[tuple[str, str]], resamples: int, seed: int) -> str:
-    lines = ["| A − B | " + " | ".join(COLUMNS.values()) + " |", "| --- |" + " ---: |" * len(COLUMNS)]
+    lines = table_header("A − B")
     for a, b in pairs:
         deltas = paired_differences(read_predictions(root, a), read_predictions(root, b), resamples, seed)
-        cells = [(format_metric(m, deltas[m], signed=True) + (" ✔" if deltas[m].excludes_zero() else "")) if m in deltas
-                 else "–" for m in COLUMNS]
+        cells = [format_difference(m, deltas[m]) if m in deltas else "–" for m in COLUMNS]
         lines.append(f"| `{a}` − `{b}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

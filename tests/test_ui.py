@@ -228,8 +228,8 @@ def test_testset_panels_come_from_eval_artifacts(ctx: AppContext) -> None:
     assert len(per_class_fig.data) == 3 and "ECE" in reliability.layout.title.text
     second = out[5:10]
     assert "tiny_gender has no evaluation artifacts" in second[0] and second[1] is None
-    assert out[10]["visible"] is True and out[11] == ""  # no A − B without B's predictions
-    mae_figure, fairness_figure, fairness_table, status = out[12:]
+    assert out[10]["visible"] is True
+    mae_figure, fairness_figure, fairness_table, status = out[11:]
     assert mae_figure.data[1].name == "tiny_multi"
     assert list(fairness_figure.data[0].x) == ["White", "Black", "Asian", "Indian", "Others"]
     assert list(fairness_table["model"]) == ["tiny_multi"] and "largest gap" in fairness_table.columns
@@ -251,16 +251,15 @@ def test_testset_two_models_get_paired_differences(ctx: AppContext, tmp_path: Pa
     frame = pd.read_csv(tmp_path / "b" / "eval" / "predictions.csv")
     frame["age_abs_error"] *= 2  # b: twice a's age errors on every face
     frame.sample(frac=1.0, random_state=0).to_csv(tmp_path / "b" / "eval" / "predictions.csv", index=False)
-    out = testset.on_testset(tmp_path, "a", "b", "gender", "counts", "gender", "age_mae")
-    difference, status = out[11], out[-1]
+    difference = testset.on_difference(tmp_path, "a", "b")
     mae = frame["age_abs_error"].mean() / 2
     assert difference.startswith("**a − b** on the same test faces, with 95% paired-bootstrap intervals")
     assert f"age MAE (years) {-mae:+.2f} [" in difference and "] ✔ · " in difference
     assert "gender accuracy +0.0 pt [+0.0, +0.0] · " in difference  # same predictions, same faces
-    assert status == ""
+    assert testset.on_difference(tmp_path, "a", testset.NO_SECOND_MODEL) == ""
+    assert testset.on_difference(tmp_path, "a", "a") == ""
     (tmp_path / "b" / "eval" / "predictions.csv").unlink()
-    out = testset.on_testset(tmp_path, "a", "b", "gender", "counts", "gender", "age_mae")
-    assert out[11] == "" and "model b has no test-set predictions" in out[-1]
+    assert testset.on_difference(tmp_path, "a", "b").startswith("⚠️ model b has no test-set predictions")
 
 
 def test_leaderboard_and_missing_leaderboard(ctx: AppContext, tmp_path: Path) -> None:

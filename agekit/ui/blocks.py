@@ -145,10 +145,14 @@ def _testset_tab(ctx: AppContext, demo: gr.Blocks) -> None:
     board_status = gr.Markdown()
 
     inputs = [model_a, model_b, task, view, attribute, metric]
-    outputs = [*panels, second_column, difference, mae_plot, fairness_plot, fairness_table, status]
+    outputs = [*panels, second_column, mae_plot, fairness_plot, fairness_table, status]
     show = partial(testset.on_testset, root)
     for control in inputs:
         control.input(show, inputs, outputs, api_visibility="undocumented", concurrency_id="plots",
+                      concurrency_limit=2)
+    pair = partial(testset.on_difference, root)
+    for control in (model_a, model_b):  # the page opens with no second model, so nothing to show on load
+        control.input(pair, [model_a, model_b], [difference], api_visibility="undocumented", concurrency_id="plots",
                       concurrency_limit=2)
     board = partial(testset.on_leaderboard, root)
     board_metric.input(board, [board_metric], [board_plot, board_table, board_status], api_visibility="undocumented")

@@ -16,7 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from agekit import plots
-from agekit.bootstrap import LEVEL, format_metric, paired_differences
+from agekit.bootstrap import LEVEL, format_difference, paired_differences
 from agekit.card import ModelCard
 from agekit.eval_artifacts import EVAL_DIR, METRICS_FILE, eval_folder, read_predictions
 from agekit.training_log import read_log
@@ -145,8 +145,7 @@ def difference_markdown(root: str | Path, model_a: str, model_b: str) -> str:
     """A − B on every metric both models have, with paired-bootstrap intervals over the same test faces."""
     deltas = paired_differences(read_predictions(root, model_a), read_predictions(root, model_b),
                                 resamples=DIFFERENCE_RESAMPLES)
-    cells = [f"{METRIC_NAMES.get(m, m)} {format_metric(m, d, signed=True)}{' ✔' if d.excludes_zero() else ''}"
-             for m, d in deltas.items()]
+    cells = [f"{METRIC_NAMES.get(m, m)} {format_difference(m, d)}" for m, d in deltas.items()]
     return (f"**{model_a} − {model_b}** on the same test faces, with {LEVEL:.0%} paired-bootstrap intervals "
             f"({DIFFERENCE_RESAMPLES:,} resamples; ✔ = the interval excludes 0, so the gap is not luck of the "
             "split):\n\n" + " · ".join(cells))
@@ -250,14 +249,14 @@ def leaderboard_outputs(root: str | Path, metric: str | None) -> tuple[go.Figure
 # ---------------------------------------------------------------- callbacks (wired in agekit.ui.blocks)
 
 def _testset_failed(status: str) -> list[Any]:
-    return [*empty_panel(), *empty_panel(), gr.update(visible=False), "", None, None, None, status]
+    return [*empty_panel(), *empty_panel(), gr.update(visible=False), None, None, None, status]
 
 
 @guarded(_testset_failed)
 def on_testset(root: str | Path, model_a: str | None, model_b: str | None, task: str, view: str,
                attribute: str, metric: str) -> list[Any]:
-    """Model / task / view changed → [panel A (5), panel B (5), panel B visibility, A − B differences, MAE by age,
-    fairness figure, fairness table, status]."""
+    """Model / task / view changed → [panel A (5), panel B (5), panel B visibility, MAE by age, fairness figure,
+    fairness table, status]."""
     notes: list[str] = []
     evals: list[ModelEval] = []
     panels: list[Any] = []
@@ -276,15 +275,18 @@ def on_testset(root: str | Path, model_a: str | None, model_b: str | None, task:
     if attribute not in FAIRNESS_ATTRIBUTES:
         raise ValueError(f"unknown group attribute {attribute!r}; choose one of {list(FAIRNESS_ATTRIBUTES)}")
     fairness_figure, fairness_table = fairness(evals, attribute, metric)
-    second = bool(model_b) and model_b != NO_SECOND_MODEL
-    difference = ""
-    if second and model_a and model_a != model_b and len(evals) == 2:
-        try:
-            difference = difference_markdown(root, model_a, model_b)
-        except ValueError as err:
-            notes.append(str(err))
-    return [*panels, gr.update(visible=second), difference, mae_by_age(evals), fairness_figure, fairness_table,
+    second_visible = gr.update(visible=bool(model_b) and model_b != NO_SECOND_MODEL)
+    return [*panels, second_visible, mae_by_age(evals), fairness_figure, fairness_table,
             "\n\n".join(f"⚠️ {n}" for n in notes)]
+
+
+@guarded(lambda status: status)
+def on_difference(root: str | Path, model_a: str | None, model_b: str | None) -> str:
+    """Either model changed → the A − B markdown ("" without two different models). Its own event, so the
+    bootstrap (~0.2 s) runs when the pair changes, not on every task / view / fairness change."""
+    if not model_a or not model_b or model_b == NO_SECOND_MODEL or model_a == model_b:
+        return ""
+    return difference_markdown(root, model_a, model_b)
 
 
 def _leaderboard_failed(status: str) -> list[Any]:
