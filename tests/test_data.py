@@ -32,6 +32,7 @@ from agekit.data import (
     load_manifest,
     load_pack,
     parse_filename,
+    read_face,
     resolve_data_root,
     write_audit,
     write_manifest,
@@ -41,6 +42,15 @@ from agekit.data.__main__ import main
 from agekit.data.image_hash import dhash, hamming_distance, near_pairs, phash
 from agekit.data.pack import decode_image, encode_image, measure_codecs, read_pack
 from agekit.data.split import SPLITS, manifest_bytes, split_report
+from agekit.data.test_faces import (
+    TEST_FACES_NOTICE,
+    TEST_FACES_PACK,
+    TEST_FACES_SIZE,
+    checksum_path,
+    file_sha256,
+    load_test_faces,
+    write_test_faces,
+)
 from agekit.labels import UTK7
 
 REPO = Path(__file__).resolve().parents[1]
@@ -429,11 +439,60 @@ def test_face_tensors_targets_and_subset() -> None:
         FaceTensors(faces.images.float(), faces.age, faces.gender, faces.ethnicity, faces.files, "abc")
 
 
+# ---------------------------------------------------------------- the test-face pack shipped in the repository
+
+def test_shipped_test_faces_are_the_manifest_test_split() -> None:
+    faces = load_test_faces()  # checks the recorded sha256, the manifest hash and that every row is a test face
+    test_rows = load_manifest().rows("test")
+    assert len(faces) == len(test_rows) == 2216 and not faces.pack.skipped
+    assert faces.pack.files == test_rows["file"].tolist()
+    for task in ("age", "gender", "ethnicity"):
+        assert getattr(faces.pack, task).tolist() == test_rows[task].tolist()
+    assert faces.pack.size == TEST_FACES_SIZE and faces.pack.codec == "webp"
+    first, last = test_rows["file"].iloc[0], test_rows["file"].iloc[-1]
+    assert faces.image(first).shape == faces.image(last).shape == (TEST_FACES_SIZE, TEST_FACES_SIZE, 3)
+    assert checksum_path(TEST_FACES_PACK).read_text() == f"{file_sha256(TEST_FACES_PACK)}  {TEST_FACES_PACK.name}\n"
+    assert TEST_FACES_PACK.stat().st_size <= 6_000_000
+
+
+def test_shipped_test_faces_carry_the_utkface_licence_notice() -> None:
+    assert TEST_FACES_NOTICE.parent == TEST_FACES_PACK.parent
+    notice = TEST_FACES_NOTICE.read_text()
+    for must in ("non-commercial research purposes only", "copyright belongs to the original owners",
+                 "removal", "python -m agekit.data test-faces"):
+        assert must in notice
+    assert "non-commercial research" in (REPO / "README.md").read_text()
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(TEST_FACES_PACK)], cwd=REPO, check=False)
+    assert ignored.returncode == 1  # not ignored by .gitignore (0 would mean ignored)
+
+
+def test_test_face_pack_round_trip_and_tamper_checks(folder: Path, manifest_path: Path, tmp_path: Path) -> None:
+    manifest = load_manifest(manifest_path)
+    pack = tmp_path / "faces" / "test.safetensors"
+    summary = write_test_faces(folder, manifest, pack, size=48, progress=False)
+    faces = load_test_faces(pack, manifest)
+    assert summary.images == len(faces) == len(manifest.files("test")) > 0
+    file = manifest.files("test")[0]
+    assert file in faces and "nope.jpg" not in faces
+    assert np.abs(faces.image(file).astype(int) - read_face(folder / file, 48)).mean() < 6  # WebP loss only
+    with pytest.raises(PackError, match="built from split manifest"):
+        load_test_faces(pack)  # the shipped manifest is another one
+    raw = bytearray(pack.read_bytes())
+    raw[-1] ^= 0xFF
+    pack.write_bytes(bytes(raw))
+    with pytest.raises(PackError, match="does not match its recorded sha256.*python -m agekit.data test-faces"):
+        load_test_faces(pack, manifest)
+    checksum_path(pack).unlink()
+    with pytest.raises(PackError, match="test.safetensors.sha256 is missing"):
+        load_test_faces(pack, manifest)
+
+
 # ---------------------------------------------------------------- command line
 
 def test_cli_user_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for argv in (["audit", str(tmp_path / "missing")], ["split", str(tmp_path)],
-                 ["pack", str(tmp_path / "missing")], ["info", str(tmp_path / "none.safetensors")]):
+                 ["pack", str(tmp_path / "missing")], ["info", str(tmp_path / "none.safetensors")],
+                 ["test-faces", str(tmp_path / "missing"), "--out", str(tmp_path / "t.safetensors")]):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err

@@ -3,6 +3,7 @@
     python -m agekit.data audit PATH [--out runs/audit]
     python -m agekit.data split PATH [--seed 0] [--val 0.1 --test 0.1] [--out agekit/data/manifests/utkface_split.csv]
     python -m agekit.data pack PATH [--manifest FILE] [--out packs/utkface_128.safetensors] [--size 128] [--quality 90]
+    python -m agekit.data test-faces PATH      (rebuild the test-face pack shipped in agekit/data/test_faces/)
     python -m agekit.data info packs/utkface_128.safetensors [--decode]
     python -m agekit.data codecs PATH [--n 300] [--sizes 64,96,128]
 
@@ -45,6 +46,7 @@ from agekit.data.split import (
     split_folder,
     write_manifest,
 )
+from agekit.data.test_faces import TEST_FACES_PACK, TEST_FACES_QUALITY, TEST_FACES_SIZE, checksum_path, write_test_faces
 from agekit.data.utkface import ENV_VAR, DataRootError, resolve_data_root
 
 PATH_HELP = f"UTKFace folder (the unpacked UTKFace.tar.gz); default: ${ENV_VAR}"
@@ -113,6 +115,17 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--workers", type=int, default=2, help="encoding threads (default %(default)s)")
     pack.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    test_faces = commands.add_parser("test-faces", help="rebuild the test-face pack shipped with the app",
+                                     description="Pack the manifest's test split (WebP) and record its sha256 "
+                                                 "beside it; the app's Error-analysis tab reads this pack.")
+    test_faces.add_argument("path", nargs="?", help=PATH_HELP)
+    test_faces.add_argument("--out", type=Path, default=TEST_FACES_PACK, help="pack file (default: the shipped one)")
+    test_faces.add_argument("--size", type=int, default=TEST_FACES_SIZE, help="image side in pixels (default %(default)s)")
+    test_faces.add_argument("--quality", type=int, default=TEST_FACES_QUALITY,
+                            help="WebP quality 1..100 (default %(default)s)")
+    test_faces.add_argument("--workers", type=int, default=2, help="encoding threads (default %(default)s)")
+    test_faces.add_argument("--quiet", action="store_true", help="no progress bar")
+
     info = commands.add_parser("info", help="describe a pack file; --decode also times decoding it",
                                description="Print a pack's settings, size and images per split.")
     info.add_argument("pack", type=Path, help="pack file (.safetensors)")
@@ -166,6 +179,16 @@ def run_pack(args: argparse.Namespace) -> None:
         print(f"  skipped {file}: {reason}")
 
 
+def run_test_faces(args: argparse.Namespace) -> None:
+    summary = write_test_faces(resolve_data_root(args.path), out=args.out, size=args.size, quality=args.quality,
+                               workers=args.workers, progress=not args.quiet)
+    print(f"wrote {summary.path}: {summary.images:,} test faces, {summary.file_bytes / 1e6:.2f} MB "
+          f"({summary.file_bytes / max(summary.images, 1) / 1e3:.2f} kB/face), {summary.seconds:.1f} s; "
+          f"sha256 in {checksum_path(summary.path).name}")
+    for file, reason in summary.skipped:
+        print(f"  skipped {file}: {reason}")
+
+
 def run_info(args: argparse.Namespace) -> None:
     pack = read_pack(args.pack)
     counts = Counter(int(c) for c in pack.split)
@@ -195,7 +218,8 @@ def run_codecs(args: argparse.Namespace) -> None:
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
 
 
-COMMANDS = {"audit": run_audit, "split": run_split, "pack": run_pack, "info": run_info, "codecs": run_codecs}
+COMMANDS = {"audit": run_audit, "split": run_split, "pack": run_pack, "test-faces": run_test_faces, "info": run_info,
+            "codecs": run_codecs}
 
 
 def main(argv: list[str] | None = None) -> int:
