@@ -30,6 +30,7 @@ import yaml
 from agekit.card import ModelCard
 from agekit.checkpoint import save_checkpoint
 from agekit.engine import RESUME_FILE, FitResult, TrainConfig, fit
+from agekit.models.dlib_resnet import packaged_weights
 from agekit.models.pretrained import file_sha256, shipped_onet_weights
 
 DEFAULT_PACK = "packs/utkface_128.safetensors"
@@ -73,6 +74,8 @@ def init_source(config: TrainConfig) -> str:
         return f"timm hub:{config.architecture.removeprefix('timm/')}"
     if config.architecture == "mtcnn_onet":
         return f"facenet-pytorch onet.pt sha256:{file_sha256(shipped_onet_weights())}"
+    if config.architecture == "dlib_resnet29" and (packaged := packaged_weights()) is not None:
+        return f"face_recognition_models {packaged.name} sha256:{file_sha256(packaged)}"
     if config.architecture == "inception_resnet_v1":
         return f"facenet-pytorch hub:{config.architecture_kwargs.get('source', 'vggface2')}"
     return "pretrained"
