@@ -2,7 +2,7 @@
 
 Environment:
   AGEKIT_CHECKPOINTS      checkpoint folder (default ./checkpoints)
-  AGEKIT_UTKFACE          UTKFace folder for the Error-analysis tab (optional)
+  AGEKIT_UTKFACE          UTKFace folder: full-size Error-analysis faces (optional; default: the shipped pack)
   PORT / GRADIO_SERVER_PORT, GRADIO_SERVER_NAME   where to listen (default 127.0.0.1:7860)
   AGEKIT_PRELOAD_EXAMPLE  1: analyse the first example photo at start (screenshots, demos)
   AGEKIT_TAB              compare | testset | errors: the tab open on page load

@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import gradio as gr
@@ -22,7 +23,8 @@ from gradio.helpers import special_args
 from PIL import Image
 
 from agekit.checkpoint import load_checkpoint
-from agekit.data.dataset import FaceTensors
+from agekit.data.dataset import FaceTensors, load_pack
+from agekit.data.test_faces import TEST_FACES_PACK, TEST_FACES_SIZE, load_test_faces
 from agekit.faces import FaceDetector
 from agekit.labels import UTK7
 from agekit.training_log import LOG_FILE, write_log
@@ -304,53 +306,86 @@ def test_select_faces_orders_the_most_telling_first() -> None:
         error_analysis.select_faces(frame, "ethnicity", "most confident mistakes")
 
 
+@pytest.fixture(scope="module")
+def packed_ctx(tmp_path_factory: pytest.TempPathFactory, save_tiny, detector: FaceDetector) -> AppContext:
+    """The app as on a Space: no AGEKIT_UTKFACE, a model evaluated on real test faces from the shipped pack."""
+    root = tmp_path_factory.mktemp("space") / "checkpoints"
+    save_tiny(root / "tiny_multi", family="multitask", widths=(8, 16), seed=10)
+    faces = load_pack(TEST_FACES_PACK, "test").subset(slice(0, N_TEST))
+    options = EvalOptions(checkpoints=root, latency_runs=1, latency_warmup=0, threads=1)
+    evaluate_model(load_checkpoint(root / "tiny_multi"), faces, {"manifest_hash": faces.manifest_hash}, options)
+    return AppContext.create(root, data_root=None, examples_dir=None, detector=detector)
+
+
+def test_error_tab_without_a_dataset_shows_the_shipped_test_faces(packed_ctx: AppContext) -> None:
+    assert packed_ctx.data_root == ""
+    items, files, status = error_analysis.on_show_faces(packed_ctx, "tiny_multi", "age bins", "largest age errors",
+                                                        None, None)
+    assert len(items) == len(files) == error_analysis.MAX_GALLERY
+    shipped = load_test_faces()
+    pixels, caption = items[0]
+    assert isinstance(pixels, np.ndarray) and np.array_equal(pixels, shipped.image(files[0]))  # arrays, no paths
+    assert pixels.shape == (TEST_FACES_SIZE, TEST_FACES_SIZE, 3) and " y → " in caption
+    assert status.startswith("24 test faces for tiny_multi") and error_analysis.PACKED_FACES in status
+    assert "missing" not in status
+
+    face, table, cams, status = error_analysis.explain_test_face(packed_ctx, "tiny_multi", "gender", "GradCAM",
+                                                                 files, 2)
+    assert isinstance(face, Image.Image) and np.array_equal(np.asarray(face), shipped.image(files[2]))
+    assert list(table["model"]) == ["tiny_multi"] and len(cams) == 1
+    assert status.startswith("truth: age ") and files[2] in status
+
+
+def test_error_tab_falls_back_to_the_shipped_faces_when_the_server_folder_is_unusable(
+        packed_ctx: AppContext, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    broken = replace(packed_ctx, data_root=str(tmp_path / "missing"))
+    with caplog.at_level(logging.WARNING, logger="agekit.ui"):
+        status = error_analysis.on_show_faces(broken, "tiny_multi", "gender", "most confident mistakes", None, None)[2]
+    assert error_analysis.PACKED_FACES in status and "does not exist" in caplog.text
+    with pytest.raises(ValueError, match="is not among"):
+        error_analysis.explain_test_face(packed_ctx, "tiny_multi", "gender", "GradCAM", ["../../etc/passwd"], 0)
+
+
 def test_error_gallery_reads_faces_from_the_dataset_folder(ctx: AppContext) -> None:
-    items, files, status = error_analysis.on_show_faces(ctx.checkpoints_root, "tiny_multi", "age bins",
-                                                        "largest age errors", None, None, ctx.data_root)
+    items, files, status = error_analysis.on_show_faces(ctx, "tiny_multi", "age bins", "largest age errors", None, None)
     assert len(items) == len(files) == min(N_TEST, error_analysis.MAX_GALLERY)
-    path, caption = items[0]
-    assert Path(path).parent == Path(ctx.data_root) and caption.endswith(" y") and " y → " in caption
-    assert status.startswith(f"{len(items)} test faces for tiny_multi")
+    pixels, caption = items[0]
+    assert np.array_equal(pixels, np.asarray(Image.open(Path(ctx.data_root) / files[0]).convert("RGB")))
+    assert caption.endswith(" y") and " y → " in caption
+    assert status.startswith(f"{len(items)} test faces for tiny_multi") and error_analysis.FOLDER_FACES in status
 
-    items, _, _ = error_analysis.on_show_faces(ctx.checkpoints_root, "tiny_multi", "gender",
-                                               "most confident mistakes", None, None, ctx.data_root)
+    items, _, _ = error_analysis.on_show_faces(ctx, "tiny_multi", "gender", "most confident mistakes", None, None)
     assert all(c.split(" → ")[0] in ("male", "female") and c.endswith("%)") for _, c in items)
-
-
-def test_error_tab_without_dataset_folder_says_what_to_do(ctx: AppContext, tmp_path: Path) -> None:
-    items, _, status = error_analysis.on_show_faces(ctx.checkpoints_root, "tiny_multi", "gender",
-                                                    "most confident mistakes", None, None, "")
-    assert items == [] and "set AGEKIT_UTKFACE or enter the UTKFace folder path" in status
-    status = error_analysis.on_show_faces(ctx.checkpoints_root, "tiny_multi", "gender", "most confident mistakes",
-                                          None, None, str(tmp_path / "missing"))[2]
-    assert "does not exist" in status
-    status = error_analysis.on_show_faces(ctx.checkpoints_root, "tiny_gender", "gender", "most confident mistakes",
-                                          None, None, ctx.data_root)[2]
+    status = error_analysis.on_show_faces(ctx, "tiny_gender", "gender", "most confident mistakes", None, None)[2]
     assert "no test-set predictions" in status
 
 
+def test_error_tab_has_no_folder_box(ctx: AppContext) -> None:
+    demo = build_app(ctx, selected_tab="errors")
+    boxes = [block for block in demo.blocks.values() if isinstance(block, gr.Textbox)]
+    assert all("folder" not in (box.label or "").lower() and box.value != ctx.data_root for box in boxes)
+    assert all(ctx.data_root not in str(getattr(block, "value", "")) for block in demo.blocks.values())
+
+
 def test_clicked_test_face_shows_every_model_and_gradcam(ctx: AppContext) -> None:
-    _, files, _ = error_analysis.on_show_faces(ctx.checkpoints_root, "tiny_multi", "gender", "most confident mistakes",
-                                               None, None, ctx.data_root)
-    face, table, cams, status = error_analysis.explain_test_face(ctx, "tiny_multi", "gender", "GradCAM",
-                                                                 ctx.data_root, files, 0)
+    _, files, _ = error_analysis.on_show_faces(ctx, "tiny_multi", "gender", "most confident mistakes", None, None)
+    face, table, cams, status = error_analysis.explain_test_face(ctx, "tiny_multi", "gender", "GradCAM", files, 0)
     assert isinstance(face, Image.Image)
-    assert list(table["model"]) == ["tiny_gender", "tiny_multi"]
-    assert [c.split(" · ")[0] for _, c in cams] == ["tiny_gender", "tiny_multi"]
+    assert list(table["model"]) == ctx.model_names and set(ctx.model_names) == {"tiny_gender", "tiny_multi"}
+    assert [c.split(" · ")[0] for _, c in cams] == ctx.model_names
     assert status.startswith("truth: age ") and files[0] in status and f"2. {cams[1][1]}" in status
     update_true, update_pred = error_analysis.on_task(ctx.checkpoints_root, "tiny_multi", "ethnicity")
     assert update_true["choices"][0] == "White" and update_pred["value"] == "Black"
 
 
 def test_gallery_click_handler_receives_the_clicked_index(ctx: AppContext) -> None:
-    _, files, _ = error_analysis.on_show_faces(ctx.checkpoints_root, "tiny_multi", "gender", "most confident mistakes",
-                                               None, None, ctx.data_root)
+    _, files, _ = error_analysis.on_show_faces(ctx, "tiny_multi", "gender", "most confident mistakes", None, None)
     demo = build_app(ctx)
     handler = next(f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "select_face")
-    inputs = ["tiny_multi", "gender", "GradCAM", ctx.data_root, files]
+    inputs = ["tiny_multi", "gender", "GradCAM", files]
     click = gr.SelectData(None, {"index": 1, "value": None})
     args, _, event_index, _ = special_args(handler, list(inputs), event_data=click)
-    assert event_index == len(inputs) and args[-1].index == 1  # Gradio injects the click after the five inputs
+    assert event_index == len(inputs) and args[-1].index == 1  # Gradio injects the click after the four inputs
     assert files[1] in handler(*args)[3]
 
 

@@ -167,7 +167,8 @@ def _error_analysis_tab(ctx: AppContext) -> None:
     root = ctx.checkpoints_root
     names = error_analysis.models_with_predictions(root, testset.model_choices(root, ctx.model_names))
     first = testset.default_model(root, names)
-    gr.Markdown("Which test faces does a model get wrong? Faces are read from your UTKFace folder; "
+    gr.Markdown("Which test faces does a model get wrong? The faces are UTKFace's test split (shipped with "
+                "the app at 112 px unless the server has the dataset; licence: non-commercial research only); "
                 "click one to compare every model's prediction and Grad-CAM on it.")
     with gr.Row():
         model = gr.Dropdown(names, value=first, label="model")
@@ -177,11 +178,9 @@ def _error_analysis_tab(ctx: AppContext) -> None:
     with gr.Row():
         true_class = gr.Dropdown(label="true class (confusion cell)", **_choices(first_choices[0]))
         pred_class = gr.Dropdown(label="predicted class (confusion cell)", **_choices(first_choices[1]))
-        folder = gr.Textbox(value=ctx.data_root, label="UTKFace folder",
-                            placeholder=error_analysis.NO_DATA_MESSAGE)
         method = gr.Dropdown(list(CAM_METHODS), value=_default_method(), label="Grad-CAM method")
     show_button = gr.Button("Show faces", variant="primary")
-    status = gr.Markdown("" if ctx.data_root else f"ℹ️ {error_analysis.NO_DATA_MESSAGE}")
+    status = gr.Markdown()
     faces = gr.Gallery(label=f"test faces (up to {error_analysis.MAX_GALLERY}): truth → prediction (confidence)",
                        columns=6, height="auto", allow_preview=False)
     files = gr.State([])
@@ -196,15 +195,15 @@ def _error_analysis_tab(ctx: AppContext) -> None:
     update_classes = partial(error_analysis.on_task, root)
     for control in (model, task):
         control.input(update_classes, [model, task], [true_class, pred_class], api_visibility="undocumented")
-    show_button.click(partial(error_analysis.on_show_faces, root),
-                      [model, task, mode, true_class, pred_class, folder], [faces, files, status],
+    show_button.click(partial(error_analysis.on_show_faces, ctx),
+                      [model, task, mode, true_class, pred_class], [faces, files, status],
                       api_visibility="undocumented", concurrency_id="plots", concurrency_limit=2)
-    def select_face(model: str | None, task: str, method: str, folder: str | None, files: list[str] | None,
+    def select_face(model: str | None, task: str, method: str, files: list[str] | None,
                     evt: gr.SelectData) -> tuple:
         # a plain function, not a partial: Gradio finds the SelectData parameter through its type hints
-        return error_analysis.on_select_face(ctx, model, task, method, folder, files, evt)
+        return error_analysis.on_select_face(ctx, model, task, method, files, evt)
 
-    faces.select(select_face, [model, task, method, folder, files], [face, table, cams, face_status],
+    faces.select(select_face, [model, task, method, files], [face, table, cams, face_status],
                  api_visibility="undocumented", concurrency_id="model")
 
 

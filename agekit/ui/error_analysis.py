@@ -1,9 +1,16 @@
 """Error-analysis tab: pick test faces a model got wrong (a confusion cell, largest age errors, most
-confident mistakes) from its committed predictions.csv, show them from the UTKFace folder, and compare
-every model's prediction and Grad-CAM on one of them."""
+confident mistakes) from its committed predictions.csv, show them, and compare every model's prediction
+and Grad-CAM on one of them.
+
+The faces come from the test-face pack shipped in the repository (112 px, agekit.data.test_faces), so the
+tab works on a Space with no dataset; when the server sets AGEKIT_UTKFACE to a UTKFace folder, from there at
+full size. Either way they reach the browser as pixel arrays: no visitor input names a server path.
+"""
 
 from __future__ import annotations
 
+import functools
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +21,8 @@ import pandas as pd
 from PIL import Image
 
 from agekit.card import ModelCard
-from agekit.data.utkface import resolve_data_root
+from agekit.data.test_faces import PackedFaces, load_test_faces
+from agekit.data.utkface import DataRootError, resolve_data_root
 from agekit.eval_artifacts import predictions_path, read_predictions
 from agekit.faces import load_image
 from agekit.labels import ETHNICITY_NAMES, GENDER_NAMES, get_age_bins
@@ -26,7 +34,10 @@ MAX_GALLERY = 24  # images decoded per request: keeps the tab responsive on 2 vC
 TASKS_UI = ("age bins", "gender", "ethnicity")
 MODES = ("confusion cell", "largest age errors", "most confident mistakes")
 MODEL_TABLE_COLUMNS = ("model", "age (years)", "age bin", "gender", "ethnicity")
-NO_DATA_MESSAGE = "set AGEKIT_UTKFACE or enter the UTKFace folder path to see the test faces"
+PACKED_FACES = "the 112 px test faces shipped with agekit"
+FOLDER_FACES = "full-size faces from the server's UTKFace folder"
+
+log = logging.getLogger("agekit.ui")
 
 
 @dataclass(frozen=True)
@@ -113,24 +124,59 @@ def caption(row: pd.Series, task: str, names: tuple[str, ...]) -> str:
     return f"{names[int(row[columns.truth])]} → {names[int(row[columns.pred])]} ({float(confidence):.0%})"
 
 
-def resolve_folder(path: str | None) -> Path:
-    """The UTKFace image folder typed by the user (prefilled from AGEKIT_UTKFACE), checked to hold images."""
-    if not path or not str(path).strip():
-        raise ValueError(NO_DATA_MESSAGE)
-    return resolve_data_root(str(path).strip())
+# ---------------------------------------------------------------- where the faces come from
+
+@dataclass(frozen=True)
+class FolderFaces:
+    """Faces read by file name from a UTKFace folder the server configured (never one a visitor named)."""
+
+    root: Path
+
+    def __contains__(self, file: object) -> bool:
+        # a bare file name only: a name with a folder part could reach outside root
+        return isinstance(file, str) and Path(file).name == file and (self.root / file).is_file()
+
+    def image(self, file: str) -> np.ndarray:
+        """The face as (H, W, 3) uint8 RGB, full size; KeyError when the folder does not hold it."""
+        if file not in self:
+            raise KeyError(file)
+        return np.asarray(load_image(self.root / file))
 
 
-def face_gallery(folder: Path, rows: pd.DataFrame, task: str,
-                 names: tuple[str, ...]) -> tuple[list[tuple[str, str]], list[str], int]:
-    """(gallery items (path, caption), their file names, how many files were missing from the folder)."""
+@dataclass(frozen=True)
+class FaceSource:
+    """The tab's test faces and how the page names them."""
+
+    faces: FolderFaces | PackedFaces
+    description: str  # PACKED_FACES or FOLDER_FACES
+
+
+@functools.lru_cache(maxsize=4)
+def face_source(data_root: str = "") -> FaceSource:
+    """The UTKFace folder `data_root` (the server's AGEKIT_UTKFACE, full-size faces) when it is usable, else the
+    shipped test-face pack. Built once per process (listing a 23k-file folder takes a while).
+
+    Raises PackError (what to do) when the pack is needed and missing or damaged.
+    """
+    if data_root:
+        try:
+            return FaceSource(FolderFaces(resolve_data_root(data_root)), FOLDER_FACES)
+        except DataRootError as err:  # a server misconfiguration: logged, the shipped faces still work
+            log.warning("AGEKIT_UTKFACE is not usable, the Error-analysis tab uses the shipped faces: %s", err)
+    return FaceSource(load_test_faces(), PACKED_FACES)
+
+
+def face_gallery(source: FaceSource, rows: pd.DataFrame, task: str,
+                 names: tuple[str, ...]) -> tuple[list[tuple[np.ndarray, str]], list[str], int]:
+    """(gallery items (RGB array, caption), their file names, how many files the source does not hold)."""
     items, files, missing = [], [], 0
     for _, row in rows.iterrows():
-        path = folder / str(row["file"])
-        if not path.is_file():
+        file = str(row["file"])
+        if file not in source.faces:
             missing += 1
             continue
-        items.append((str(path), caption(row, task, names)))
-        files.append(str(row["file"]))
+        items.append((source.faces.image(file), caption(row, task, names)))
+        files.append(file)
     return items, files, missing
 
 
@@ -184,23 +230,26 @@ def _faces_failed(status: str) -> tuple[Any, ...]:
 
 
 @guarded(_faces_failed)
-def on_show_faces(root: str | Path, model: str | None, task: str, mode: str, true_name: str | None,
-                  pred_name: str | None, folder_text: str | None) -> tuple[Any, ...]:
+def on_show_faces(ctx: AppContext, model: str | None, task: str, mode: str, true_name: str | None,
+                  pred_name: str | None) -> tuple[Any, ...]:
     """Show button → (gallery items, their file names for the click handler, status)."""
     if not model:
         raise ValueError("no model has test-set predictions to analyse (checkpoints/<model>/eval/predictions.csv)")
-    folder = resolve_folder(folder_text)
+    root = ctx.checkpoints_root
+    source = face_source(ctx.data_root)
     frame = read_predictions(root, model)
     names = class_names(root, model, task)
     index = {name: i for i, name in enumerate(names)}
     rows = select_faces(frame, task, mode, index.get(true_name or ""), index.get(pred_name or ""))
-    items, files, missing = face_gallery(folder, rows, task, names)
+    items, files, missing = face_gallery(source, rows, task, names)
     what = f"{true_name} → {pred_name}" if mode == "confusion cell" else mode
     status = f"{len(items)} test faces for {model}, {task}: {what}" + (" (showing the first 24)" if len(rows) == MAX_GALLERY else "")
     if not len(rows):
         status = f"no test faces for {model}, {task}: {what}"
+    status += f" · {source.description}"
     if missing:
-        status += f" · {missing} file(s) not found in {folder}: is it the UTKFace folder the model was evaluated on?"
+        status += (f" · {missing} face(s) missing there: was {model} evaluated on another split than the shipped "
+                   "manifest's test split?")
     return items, files, status
 
 
@@ -209,19 +258,21 @@ def _face_failed(status: str) -> tuple[Any, ...]:
 
 
 @guarded(_face_failed)
-def on_select_face(ctx: AppContext, model: str | None, task: str, method: str, folder_text: str | None,
-                   files: list[str] | None, evt: gr.SelectData) -> tuple[Any, ...]:
+def on_select_face(ctx: AppContext, model: str | None, task: str, method: str, files: list[str] | None,
+                   evt: gr.SelectData) -> tuple[Any, ...]:
     """Gallery click → (the face, every model's predictions table, Grad-CAM gallery, status)."""
-    return explain_test_face(ctx, model, task, method, folder_text, files, int(evt.index))
+    return explain_test_face(ctx, model, task, method, files, int(evt.index))
 
 
-def explain_test_face(ctx: AppContext, model: str | None, task: str, method: str, folder_text: str | None,
-                      files: list[str] | None, index: int) -> tuple[Any, ...]:
+def explain_test_face(ctx: AppContext, model: str | None, task: str, method: str, files: list[str] | None,
+                      index: int) -> tuple[Any, ...]:
     """(the face, every model's predictions table, Grad-CAM gallery, status) for gallery item `index`."""
     if not files or not 0 <= index < len(files):
         raise ValueError("click one of the faces above first")
-    folder = resolve_folder(folder_text)
-    crop = load_image(folder / files[index])
+    source = face_source(ctx.data_root)
+    if files[index] not in source.faces:
+        raise ValueError(f"{files[index]} is not among {source.description}; click a face in the gallery")
+    crop = Image.fromarray(source.faces.image(files[index]))
     frame = read_predictions(ctx.checkpoints_root, model) if model else None
     truth = ""
     if frame is not None:
