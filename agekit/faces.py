@@ -2,11 +2,14 @@
 
 `load_image` turns whatever a user uploads into an RGB PIL image (or an `ImageError` saying what to do);
 `FaceDetector.detect` finds faces with MTCNN (facenet-pytorch, weights ship in the wheel) and returns
-`FaceCrop`s whose 200x200 images are framed like the training data.
+`FaceCrop`s whose 200x200 images are framed like the training data: rotated and scaled so MTCNN's five landmarks
+fall on UTKFace's landmark template (eyes level, like the training chips), or cut around the face box in
+UTKFace's framing when alignment is off (ALIGN_FACES) or the landmarks are unusable.
 
-The framing constants were measured with
+The framing constants and the landmark template were measured with
     python -m agekit.faces measure-framing /work/shared/data/UTKFace --n 200
-(see `measure_utk_framing`; the numbers are next to the UTK_* constants below).
+    python -m agekit.faces measure-landmarks /work/shared/data/UTKFace --n 400
+(see `measure_utk_framing`, `measure_utk_landmarks`; the numbers are next to the UTK_* constants below).
 """
 
 from __future__ import annotations
@@ -50,6 +53,22 @@ UTK_CENTRE_DX = 0.017
 UTK_CENTRE_DY = 0.074
 # A square-ish photo whose face's UTKFace crop would span at least this fraction of it is used whole.
 FACE_FILLS_FRAME = 0.85
+
+# UTKFace landmark template: where MTCNN puts the five landmarks (x, y) on UTKFace's 200x200 chips — left eye,
+# right eye, nose, left and right mouth corner as seen in the image. Coordinate-wise medians over 400 chips (seed
+# 0; all 400 detected; interquartile ranges 4-9 px), each shrunk to 100 px on a 400x400 blurred-noise canvas like
+# the framing measurement:
+#     python -m agekit.faces measure-landmarks /work/shared/data/UTKFace --n 400
+UTK_LANDMARKS = np.array([[60.54, 59.15], [139.37, 59.26], [99.47, 105.29], [64.40, 139.89], [134.77, 139.85]])
+# Landmarks that fit the template worse than this (RMS residual after the best similarity, as a fraction of the
+# template's RMS spread) are not aligned: profile faces and bad landmarks. On the 400 UTKFace chips (same command)
+# the residual's median is 0.10, 99th percentile 0.23, maximum 0.28: every pose seen in training is aligned.
+MAX_ALIGN_RESIDUAL = 0.30
+# Aligned crop side / box-crop side outside [1/x, x]: the landmarks disagree with the box; box-crop instead.
+MAX_ALIGN_SIDE_RATIO = 1.5
+# Whether the app, the API and the evaluations align faces (FaceDetector's default): chosen on the validation
+# split by `python -m evaluation.wild --split val` with and without --no-align (README, "Wild-photo evaluation").
+ALIGN_FACES = True
 
 
 class ImageError(ValueError):
@@ -258,6 +277,79 @@ def square_within(image: Image.Image, centre: tuple[float, float],
     return crop, region
 
 
+# ---------------------------------------------------------------- landmark alignment
+
+def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (rotation, uniform scale, translation; no reflection) taking the (N,2) points
+    `source` onto `target` (Umeyama 1991). Returns the 2x3 matrix M with target ≈ M @ [x, y, 1]."""
+    source, target = np.asarray(source, np.float64), np.asarray(target, np.float64)
+    if source.shape != target.shape or source.ndim != 2 or source.shape[1] != 2 or len(source) < 2:
+        raise ValueError(f"need two matching (N,2) point arrays with N >= 2, got {source.shape} and {target.shape}")
+    mean_s, mean_t = source.mean(0), target.mean(0)
+    centred_s, centred_t = source - mean_s, target - mean_t
+    variance_s = (centred_s ** 2).sum(1).mean()
+    if not variance_s > 0:
+        raise ValueError("the source points all coincide; no transform is defined")
+    u, singular, vt = np.linalg.svd(centred_t.T @ centred_s / len(source))
+    sign = np.diag([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt)) or 1.0])  # forbid a mirror image
+    rotation = u @ sign @ vt
+    scale = float(np.trace(np.diag(singular) @ sign)) / variance_s
+    return np.hstack([scale * rotation, (mean_t - scale * rotation @ mean_s)[:, None]])
+
+
+def apply_transform(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(N,2) points mapped by a 2x3 affine matrix."""
+    points = np.asarray(points, np.float64)
+    return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+def alignment_matrix(landmarks: np.ndarray | None, box: Box, size: int = UTK_SIZE) -> np.ndarray | None:
+    """The similarity taking a face's five landmarks (original-image px) onto the UTKFace template of a
+    size x size crop, or None when the landmarks are unusable (missing, non-finite, coincident, a poor fit to
+    the template — e.g. a profile face — or a scale at odds with the face box); the caller then box-crops."""
+    if landmarks is None:
+        return None
+    points = np.asarray(landmarks, np.float64)
+    if points.shape != (5, 2) or not np.isfinite(points).all() or points.std(0).sum() < 1.0:
+        return None
+    template = UTK_LANDMARKS * (size / UTK_SIZE)
+    matrix = similarity_transform(points, template)
+    residual = np.sqrt(((apply_transform(matrix, points) - template) ** 2).sum(1).mean())
+    if residual > MAX_ALIGN_RESIDUAL * template_spread(template):
+        return None
+    # side of the crop in image px, aligned vs box framing: MTCNN's landmarks and box disagree this much
+    # only when one of them is wrong
+    side_ratio = size / np.hypot(*matrix[:, 0]) / (UTK_SIDE_PER_BOX_WIDTH * (box[2] - box[0]))
+    return matrix if 1 / MAX_ALIGN_SIDE_RATIO <= side_ratio <= MAX_ALIGN_SIDE_RATIO else None
+
+
+def template_spread(points: np.ndarray) -> float:
+    """Root-mean-square distance of (N,2) points from their centroid, px."""
+    return float(np.sqrt(((points - points.mean(0)) ** 2).sum(1).mean()))
+
+
+def warp_face(image: Image.Image, matrix: np.ndarray,
+              size: int = UTK_SIZE) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """(size x size crop through the similarity `matrix` (image px → crop px), bounding box of the image region it
+    shows). Bicubic from the original pixels; a face much larger than the crop is first box-averaged by an integer
+    factor so the warp does not alias; parts outside the image are black, as in `crop_face`."""
+    inverse = np.linalg.inv(np.vstack([matrix, [0.0, 0.0, 1.0]]))[:2]  # crop px → image px
+    corners = apply_transform(inverse, [(0, 0), (size, 0), (size, size), (0, size)])
+    left, top = np.floor(corners.min(0)).astype(int)
+    right, bottom = np.ceil(corners.max(0)).astype(int)
+    region = (int(left), int(top), int(right), int(bottom))
+    source = image.crop(region)  # black outside the image
+    factor = max(1, int(np.hypot(*inverse[:, 0])))  # image px per crop px, rounded down
+    if factor > 1:
+        source = source.reduce(factor)
+    # crop px → px of the (reduced) region; PIL's affine data maps output coordinates to input coordinates
+    local = inverse.copy()
+    local[:, 2] -= (left, top)
+    local /= factor
+    crop = source.transform((size, size), Image.Transform.AFFINE, tuple(local.ravel()), Image.Resampling.BICUBIC)
+    return crop, region
+
+
 # ---------------------------------------------------------------- detection
 
 @dataclass
@@ -269,6 +361,8 @@ class FaceCrop:
     score: float  # MTCNN face probability (1.0 and box = whole image for an assumed crop)
     crop_box: tuple[int, int, int, int]  # square region of the original image the crop shows (may overhang)
     faces_found: int  # faces detected in the whole image, before capping at max_faces ("showing 8 of 13")
+    landmarks: np.ndarray | None = None  # (5,2) MTCNN landmarks, original-image px (None for an assumed crop)
+    aligned: bool = False  # True: warped onto the UTKFace landmark template; crop_box then bounds the tilted square
 
     @property
     def area(self) -> float:
@@ -284,30 +378,37 @@ class FaceDetector:
     max_faces: at most this many faces (the largest) are returned.
     min_face_px: smallest face width searched for, px in the shrunk detection image.
     min_score: detections with a lower MTCNN probability are dropped (false positives are mostly < 0.9).
+    align: rotate and scale each face so its five landmarks fall on UTKFace's template (eyes level, as in the
+        training chips); faces whose landmarks are unusable get the box crop. Default: ALIGN_FACES.
     """
 
-    def __init__(self, max_side: int = 640, max_faces: int = 8, min_face_px: int = 20, min_score: float = 0.9) -> None:
+    def __init__(self, max_side: int = 640, max_faces: int = 8, min_face_px: int = 20, min_score: float = 0.9,
+                 align: bool | None = None) -> None:
         # heavy import, only when a detector is wanted
         from facenet_pytorch import MTCNN
 
         self.max_side, self.max_faces, self.min_face_px, self.min_score = max_side, max_faces, min_face_px, min_score
+        self.align = ALIGN_FACES if align is None else align
         self.mtcnn = MTCNN(keep_all=True, min_face_size=min_face_px, device="cpu").eval()
 
-    def find_boxes(self, image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
-        """All faces in an RGB image: (N,4) boxes in the image's pixels and (N,) probabilities, largest first."""
+    def find_faces(self, image: Image.Image) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All faces in an RGB image, largest first: (N,4) boxes (x1, y1, x2, y2), (N,) probabilities and (N,5,2)
+        landmarks (x, y: left eye, right eye, nose, left and right mouth corner, as seen in the image), all in
+        the image's pixels."""
         scale = min(1.0, self.max_side / max(image.size))
         small = image
         if scale < 1.0:
             small = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
                                  Image.Resampling.BILINEAR, reducing_gap=2.0)
-        boxes, probs = self.mtcnn.detect(small)
+        boxes, probs, points = self.mtcnn.detect(small, landmarks=True)
         if boxes is None:
-            return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
+            return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32)
         boxes, probs = np.asarray(boxes, np.float32), np.asarray(probs, np.float32)
+        points = np.asarray(points, np.float32).reshape(len(boxes), 5, 2)
         keep = probs >= self.min_score
-        boxes, probs = boxes[keep] / scale, probs[keep]
+        boxes, probs, points = boxes[keep] / scale, probs[keep], points[keep] / scale
         order = np.argsort(-(boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), kind="stable")
-        return boxes[order], probs[order]
+        return boxes[order], probs[order], points[order]
 
     def detect(self, image: Image.Image, assume_cropped: bool = False) -> list[FaceCrop]:
         """Faces in an RGB image, largest first, at most max_faces, each cropped like UTKFace.
@@ -319,7 +420,12 @@ class FaceDetector:
         at most 400 px), use the whole image instead of raising. Raises NoFaceFound otherwise.
         """
         image = to_rgb(image)
-        boxes, probs = self.find_boxes(image)
+        return self.crops(image, *self.find_faces(image), assume_cropped=assume_cropped)
+
+    def crops(self, image: Image.Image, boxes: np.ndarray, probs: np.ndarray, points: np.ndarray,
+              assume_cropped: bool = False, align: bool | None = None) -> list[FaceCrop]:
+        """`detect`'s second half: the FaceCrops of an RGB image's faces as `find_faces` returned them.
+        align: None = the detector's setting (the wild evaluation crops one detection both ways)."""
         if len(boxes) == 0:
             if assume_cropped and looks_like_face_crop(image.size):
                 crop, region = square_within(image, (image.width / 2, image.height / 2))
@@ -332,13 +438,23 @@ class FaceDetector:
             box_t = tuple(float(v) for v in boxes[0])
             x1, y1, x2, y2 = utk_crop_box(box_t, image.size)
             crop, region = square_within(image, ((x1 + x2) / 2, (y1 + y2) / 2))
-            return [FaceCrop(crop, box_t, float(probs[0]), region, 1)]
-        crops = []
-        for box, prob in zip(boxes[: self.max_faces], probs[: self.max_faces]):
-            box_t = tuple(float(v) for v in box)
-            crop, region = crop_face(image, box_t)
-            crops.append(FaceCrop(crop, box_t, float(prob), region, len(boxes)))
-        return crops
+            return [FaceCrop(crop, box_t, float(probs[0]), region, 1, landmarks=points[0])]
+        align = self.align if align is None else align
+        return [frame_face(image, tuple(float(v) for v in box), landmarks, align, float(prob), len(boxes))
+                for box, prob, landmarks in zip(boxes[: self.max_faces], probs[: self.max_faces],
+                                                points[: self.max_faces])]
+
+
+def frame_face(image: Image.Image, box: Box, landmarks: np.ndarray | None, align: bool, score: float = 1.0,
+               faces_found: int = 1, size: int = UTK_SIZE) -> FaceCrop:
+    """One face as a FaceCrop: aligned to the UTKFace landmark template when `align` and its landmarks are
+    usable (see `alignment_matrix`), otherwise the box crop in UTKFace framing."""
+    matrix = alignment_matrix(landmarks, box, size) if align and landmarks is not None else None
+    if matrix is None:
+        crop, region = crop_face(image, box, size)
+        return FaceCrop(crop, box, score, region, faces_found, landmarks=landmarks)
+    crop, region = warp_face(image, matrix, size)
+    return FaceCrop(crop, box, score, region, faces_found, landmarks=landmarks, aligned=True)
 
 
 def looks_like_face_crop(size: tuple[int, int]) -> bool:
@@ -380,16 +496,17 @@ def draw_boxes(image: Image.Image, faces: list[FaceCrop] | list[Box]) -> Image.I
 
 # ---------------------------------------------------------------- framing measurement (not used at run time)
 
-def measure_utk_framing(files: list[Path], detector: FaceDetector, face_px: int = 100, canvas_px: int = 400,
-                        seed: int = 0) -> dict[str, Any]:
-    """Measure where MTCNN's box falls in UTKFace's 200x200 frame, to reproduce the framing on new photos.
+def detect_on_canvas(files: list[Path], detector: FaceDetector, face_px: int = 100, canvas_px: int = 400,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """MTCNN's box and landmarks on UTKFace chips, in the chip's own 200x200 pixels.
 
-    Each crop is shrunk to `face_px` and pasted in the middle of a `canvas_px` blurred-noise background, so
-    MTCNN sees the face at a typical detection-time size with surroundings (on the bare 200x200 crop its box
-    overshoots the frame). Returns medians of side/box-width and the centre offset in box widths.
+    Each chip is shrunk to `face_px` and pasted in the middle of a `canvas_px` blurred-noise background, so
+    MTCNN sees the face at a typical detection-time size with surroundings (on the bare 200x200 chip its box
+    overshoots the frame). Returns (M,4) boxes and (M,5,2) landmarks of the M chips where a face was found (the
+    detection nearest the canvas centre).
     """
     rng = np.random.default_rng(seed)
-    ratios, dxs, dys, widths, heights = [], [], [], [], []
+    boxes, landmarks = [], []
     scale = face_px / UTK_SIZE
     offset = (canvas_px - face_px) // 2
     for file in files:
@@ -397,39 +514,70 @@ def measure_utk_framing(files: list[Path], detector: FaceDetector, face_px: int 
         noise = rng.integers(60, 200, (canvas_px, canvas_px, 3), dtype=np.uint8)
         canvas = Image.fromarray(noise).filter(ImageFilter.GaussianBlur(3))
         canvas.paste(face, (offset, offset))
-        boxes, _ = detector.find_boxes(canvas)
-        if len(boxes) == 0:
+        found, _, points = detector.find_faces(canvas)
+        if len(found) == 0:
             continue
-        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-        x1, y1, x2, y2 = (boxes[np.argmin(((centres - canvas_px / 2) ** 2).sum(1))] - offset) / scale
-        w = x2 - x1
-        ratios.append(UTK_SIZE / w)
-        dxs.append((UTK_SIZE / 2 - (x1 + x2) / 2) / w)
-        dys.append((UTK_SIZE / 2 - (y1 + y2) / 2) / w)
-        widths.append(w)
-        heights.append(y2 - y1)
-    if not ratios:
+        centres = (found[:, :2] + found[:, 2:]) / 2
+        nearest = np.argmin(((centres - canvas_px / 2) ** 2).sum(1))
+        boxes.append((found[nearest] - offset) / scale)
+        landmarks.append((points[nearest] - offset) / scale)
+    if not boxes:
         raise NoFaceFound("no face found in any of the measured images")
-    return {"images": len(files), "detected": len(ratios),
+    return np.array(boxes), np.array(landmarks)
+
+
+def measure_utk_framing(files: list[Path], detector: FaceDetector, seed: int = 0) -> dict[str, Any]:
+    """Measure where MTCNN's box falls in UTKFace's 200x200 frame, to reproduce the framing on new photos.
+
+    Returns medians of side/box-width and the centre offset in box widths (boxes from `detect_on_canvas`).
+    """
+    boxes, _ = detect_on_canvas(files, detector, seed=seed)
+    x1, y1, x2, y2 = boxes.T
+    w = x2 - x1
+    ratios = UTK_SIZE / w
+    return {"images": len(files), "detected": len(boxes),
             "side_per_box_width": float(np.median(ratios)),
             "side_per_box_width_iqr": [float(v) for v in np.percentile(ratios, [25, 75])],
-            "centre_dx": float(np.median(dxs)), "centre_dy": float(np.median(dys)),
-            "box_width_px": float(np.median(widths)), "box_height_px": float(np.median(heights))}
+            "centre_dx": float(np.median((UTK_SIZE / 2 - (x1 + x2) / 2) / w)),
+            "centre_dy": float(np.median((UTK_SIZE / 2 - (y1 + y2) / 2) / w)),
+            "box_width_px": float(np.median(w)), "box_height_px": float(np.median(y2 - y1))}
+
+
+def measure_utk_landmarks(files: list[Path], detector: FaceDetector, seed: int = 0) -> dict[str, Any]:
+    """Measure the UTKFace landmark template: coordinate-wise medians of MTCNN's five landmarks on the chips,
+    in chip px (landmarks from `detect_on_canvas`), and how well each chip's landmarks fit that template (RMS
+    residual after the best similarity, as a fraction of the template's spread — see MAX_ALIGN_RESIDUAL)."""
+    _, landmarks = detect_on_canvas(files, detector, seed=seed)
+    template = np.median(landmarks, axis=0)
+    residuals = [np.sqrt(((apply_transform(similarity_transform(points, template), points) - template) ** 2)
+                         .sum(1).mean()) / template_spread(template) for points in landmarks]
+    return {"images": len(files), "detected": len(landmarks),
+            "template": [[round(float(v), 2) for v in point] for point in template],
+            "landmark_iqr_px": [[round(float(v), 2) for v in point]
+                                for point in np.subtract(*np.percentile(landmarks, [75, 25], axis=0))],
+            "residual_median": float(np.median(residuals)),
+            "residual_p99": float(np.percentile(residuals, 99)), "residual_max": float(np.max(residuals))}
+
+
+MEASUREMENTS = {"measure-framing": measure_utk_framing, "measure-landmarks": measure_utk_landmarks}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m agekit.faces", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    measure = sub.add_parser("measure-framing", help="measure UTKFace framing constants (see measure_utk_framing)")
-    measure.add_argument("data", type=Path, help="folder of UTKFace aligned & cropped JPEGs")
-    measure.add_argument("--n", type=int, default=200, help="number of randomly chosen images")
-    measure.add_argument("--seed", type=int, default=0)
+    helps = {"measure-framing": "measure the UTKFace framing constants UTK_SIDE_PER_BOX_WIDTH, UTK_CENTRE_DX/DY",
+             "measure-landmarks": "measure the UTKFace landmark template UTK_LANDMARKS and the fit residuals"}
+    for command, text in helps.items():
+        measure = sub.add_parser(command, help=text)
+        measure.add_argument("data", type=Path, help="folder of UTKFace aligned & cropped JPEGs")
+        measure.add_argument("--n", type=int, default=200, help="number of randomly chosen images")
+        measure.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     files = sorted(p for p in args.data.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     if not files:
         raise SystemExit(f"no images in {args.data}")
     sample = random.Random(args.seed).sample(files, min(args.n, len(files)))
-    result = measure_utk_framing(sample, FaceDetector(), seed=args.seed)
+    result = MEASUREMENTS[args.command](sample, FaceDetector(), seed=args.seed)
     for key, value in result.items():
         print(f"{key}: {value}")
 
