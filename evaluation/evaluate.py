@@ -5,7 +5,8 @@
 Per model, checkpoints/<model>/eval/ gets predictions.csv (one row per test face, columns in
 `agekit.metrics`) and metrics.json (every metric + model size, FLOPs, split provenance, skipped
 files; timings only under "speed"). checkpoints/leaderboard.csv is rebuilt from every model's
-metrics.json. The test images are decoded once and shared by all models.
+metrics.json. The test images are decoded once and shared by all models. metrics.json is rewritten whole, so a
+model's wild-photo section goes with it: re-run `python -m evaluation.wild` afterwards.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ from agekit.checkpoint import (
     list_checkpoints,
     load_checkpoint,
 )
-from agekit.data import FaceTensors, load_folder, load_manifest, resolve_data_root
-from agekit.eval_artifacts import EVAL_DIR, METRICS_FILE, PREDICTIONS_FILE
+from agekit.data import FaceTensors, SplitManifest, load_folder, load_manifest, resolve_data_root
+from agekit.eval_artifacts import EVAL_DIR, METRICS_FILE, PREDICTIONS_FILE, wild_headline
 from agekit.labels import get_age_bins
 from agekit.metrics import CS_YEARS, compute_metrics, predictions_frame
 from agekit.models import age_probabilities
@@ -53,7 +54,8 @@ SPLIT = "test"
 DECODE_SIZE = 200
 LEADERBOARD_COLUMNS = (
     "name", "family", "architecture", "params", "flops", "input_size", "init_source", "mae", f"cs{CS_YEARS}",
-    "age_bin_macro_f1", "gender_accuracy", "ethnicity_accuracy", "ethnicity_macro_f1", "latency_ms",
+    "age_bin_macro_f1", "gender_accuracy", "ethnicity_accuracy", "ethnicity_macro_f1", "wild_detection_rate",
+    "wild_mae", "wild_age_bin_macro_f1", "wild_gender_accuracy", "wild_ethnicity_accuracy", "latency_ms",
     "n_test", "split_hash",
 )
 
@@ -223,13 +225,17 @@ def evaluate_model(loaded: LoadedModel, faces: FaceTensors, provenance: dict[str
 def leaderboard_row(report: dict[str, Any]) -> dict[str, Any]:
     """One leaderboard row from a metrics.json dict."""
     model, headline = report["model"], report["metrics"]["headline"]
+    wild = wild_headline(report) or {}
     return {
         "name": model["name"], "family": model["family"], "architecture": model["architecture"],
         "params": model["params"], "flops": model["flops"], "input_size": model["input_size"],
         "init_source": model["init_source"], "mae": headline.get("age_mae"),
         f"cs{CS_YEARS}": headline.get(f"age_cs{CS_YEARS}"), "age_bin_macro_f1": headline.get("age_bin_macro_f1"),
         "gender_accuracy": headline.get("gender_accuracy"), "ethnicity_accuracy": headline.get("ethnicity_accuracy"),
-        "ethnicity_macro_f1": headline.get("ethnicity_macro_f1"), "latency_ms": report["speed"]["latency_ms"],
+        "ethnicity_macro_f1": headline.get("ethnicity_macro_f1"), "wild_detection_rate": wild.get("detection_rate"),
+        "wild_mae": wild.get("age_mae"), "wild_age_bin_macro_f1": wild.get("age_bin_macro_f1"),
+        "wild_gender_accuracy": wild.get("gender_accuracy"), "wild_ethnicity_accuracy": wild.get("ethnicity_accuracy"),
+        "latency_ms": report["speed"]["latency_ms"],
         "n_test": report["metrics"]["n"], "split_hash": report["data"]["manifest_hash"],
     }
 
@@ -265,20 +271,26 @@ def read_metrics(checkpoint_folder: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def evaluate_checkpoints(options: EvalOptions) -> list[ModelEvaluation]:
-    """Evaluate the selected checkpoints on the test split; writes per-model artifacts and the leaderboard."""
-    manifest = load_manifest(options.manifest)  # None: the committed manifest
-    folders = select_checkpoints(options.checkpoints, options.models)
+def load_selected(folders: Sequence[Path], manifest: SplitManifest, allow_mismatch: bool) -> list[LoadedModel]:
+    """Load the checkpoint folders, each checked to be trained on `manifest`'s split (see check_split_hash)."""
     models = []
     for folder in folders:
         try:
             loaded = load_checkpoint(folder)
         except (CheckpointError, FileNotFoundError) as err:
             raise EvaluationError(f"cannot load checkpoint {folder}: {err} (leave it out with --models)") from None
-        if not check_split_hash(loaded.card, manifest.hash, manifest.path, options.allow_hash_mismatch):
+        if not check_split_hash(loaded.card, manifest.hash, manifest.path, allow_mismatch):
             print(f"warning: {loaded.card.name} was trained on split {loaded.card.split_hash or '(none)'}, "
                   f"evaluating on {manifest.hash} (--allow-hash-mismatch)", file=sys.stderr)
         models.append(loaded)
+    return models
+
+
+def evaluate_checkpoints(options: EvalOptions) -> list[ModelEvaluation]:
+    """Evaluate the selected checkpoints on the test split; writes per-model artifacts and the leaderboard."""
+    manifest = load_manifest(options.manifest)  # None: the committed manifest
+    models = load_selected(select_checkpoints(options.checkpoints, options.models), manifest,
+                           options.allow_hash_mismatch)
 
     root = resolve_data_root(options.data)
     started = time.perf_counter()
