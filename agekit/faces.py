@@ -35,13 +35,22 @@ from PIL import (
     UnidentifiedImageError,
 )
 
-MAX_PIXELS = 40_000_000  # larger uploads are refused: decoding them would take seconds and ~120 MB+ of RAM
+MAX_PIXELS = 40_000_000  # larger images decoded at full size are refused: seconds and ~120 MB+ of RAM each
+# JPEGs are decoded reduced (libjpeg's DCT scaling, PIL's `draft`) to their working size, so a 100-MP phone photo
+# costs what a 6-MP one does; the cap only bounds the header a JPEG may claim (a 200-MP one decodes at 1/4).
+MAX_JPEG_PIXELS = 200_000_000
+REDUCIBLE_FORMATS = ("JPEG", "MPO")  # PIL formats whose `draft` decodes at 1/2, 1/4 or 1/8 scale
+# Working size: a JPEG whose longer side is at least twice this is decoded at the largest of 1/2, 1/4, 1/8 scale
+# that keeps its longer side >= WORK_SIDE px. Detection runs at 640 px; crops are cut from the working image, so
+# a face spanning a tenth of the photo's width still gets a full-resolution 200 px crop.
+WORK_SIDE = 2048
 MIN_SIDE = 32  # px; smaller images cannot hold a face the models can read
 MAX_FILE_BYTES = 64 * 1024 * 1024  # larger files are refused before reading them
 UTK_SIZE = 200  # side of UTKFace's aligned & cropped images, px
 
-# PIL warns above MAX_IMAGE_PIXELS and refuses above twice that; load_image turns both into ImageError.
-Image.MAX_IMAGE_PIXELS = min(Image.MAX_IMAGE_PIXELS or MAX_PIXELS, MAX_PIXELS)
+# PIL warns above MAX_IMAGE_PIXELS and refuses above twice that; load_image turns both into ImageError. The real
+# guard is ours, per format (MAX_PIXELS, MAX_JPEG_PIXELS), checked on the header before anything is decoded.
+Image.MAX_IMAGE_PIXELS = MAX_JPEG_PIXELS
 
 # UTKFace framing relative to the MTCNN box of the face (measured on 200 UTKFace crops pasted, at 100 px, on a
 # textured 400x400 background — `python -m agekit.faces measure-framing DATA --n 200`): the crop side is
@@ -88,7 +97,8 @@ def load_image(source: str | Path | bytes | bytearray | Image.Image | np.ndarray
     """Any upload (path, encoded bytes, PIL image, HxW / HxWxC array) → RGB PIL image, upright.
 
     Applies the EXIF orientation, keeps the first frame of animations, composites transparency on white and
-    scales 16-bit / 32-bit / float pixels to 8 bits.
+    scales 16-bit / 32-bit / float pixels to 8 bits. JPEGs of 2 x WORK_SIDE px or more on their longer side are
+    decoded at 1/2, 1/4 or 1/8 scale (see `decode_scale`), so pixel coordinates refer to that reduced image.
     Raises ImageError with a user-facing message for empty, corrupt, truncated, huge or tiny images.
     """
     if isinstance(source, np.ndarray):
@@ -103,6 +113,9 @@ def load_image(source: str | Path | bytes | bytearray | Image.Image | np.ndarray
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             if getattr(image, "n_frames", 1) > 1:
                 image.seek(0)  # first frame of an animated GIF / WebP / APNG / MPO
+            if image.format in REDUCIBLE_FORMATS and decode_scale(image.size) > 1:
+                scale = decode_scale(image.size)
+                image.draft(image.mode, (max(1, image.width // scale), max(1, image.height // scale)))
             image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise _too_large(err) from None
@@ -148,14 +161,24 @@ def _open_encoded(source: str | Path | bytes | bytearray) -> Image.Image:
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise ImageError(f"{name} looks like an image but its header is corrupt ({err}); re-save it as "
                          "JPEG or PNG") from None
-    _check_pixels(*image.size)  # our own limit, whatever another module set Image.MAX_IMAGE_PIXELS to
+    # our own limits, whatever another module set Image.MAX_IMAGE_PIXELS to
+    _check_pixels(*image.size, limit=MAX_JPEG_PIXELS if image.format in REDUCIBLE_FORMATS else MAX_PIXELS)
     return image
 
 
-def _check_pixels(width: int, height: int) -> None:
-    if width * height > MAX_PIXELS:
+def decode_scale(size: tuple[int, int]) -> int:
+    """The JPEG decode reduction (1, 2, 4 or 8) for an image of `size` (w, h) px: the largest that keeps the
+    longer side at least WORK_SIDE px."""
+    longest = max(size)
+    return next((s for s in (8, 4, 2) if longest // s >= WORK_SIDE), 1)
+
+
+def _check_pixels(width: int, height: int, limit: int = MAX_PIXELS) -> None:
+    if width * height > limit:
+        hint = f" (or save it as JPEG: JPEGs are read up to {MAX_JPEG_PIXELS // 1_000_000} megapixels)" \
+            if limit < MAX_JPEG_PIXELS else ""
         raise ImageError(f"the image is too large ({width}x{height} px = {width * height / 1e6:.0f} megapixels); "
-                         f"resize it below {MAX_PIXELS // 1_000_000} megapixels and try again")
+                         f"resize it below {limit // 1_000_000} megapixels{hint} and try again")
 
 
 def _too_large(err: Exception) -> ImageError:
@@ -163,7 +186,7 @@ def _too_large(err: Exception) -> ImageError:
     found = re.search(r"\((\d+) pixels\)", str(err))
     size = f"{int(found.group(1)) / 1e6:.0f} megapixels" if found else f"over {MAX_PIXELS // 1_000_000} megapixels"
     return ImageError(f"the image is too large ({size}); resize it below {MAX_PIXELS // 1_000_000} megapixels "
-                      "and try again")
+                      f"(JPEG: {MAX_JPEG_PIXELS // 1_000_000}) and try again")
 
 
 def _exif_upright(image: Image.Image) -> Image.Image:

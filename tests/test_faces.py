@@ -18,6 +18,7 @@ from agekit.faces import (
     UTK_CENTRE_DY,
     UTK_LANDMARKS,
     UTK_SIDE_PER_BOX_WIDTH,
+    WORK_SIDE,
     FaceCrop,
     FaceDetector,
     ImageError,
@@ -25,6 +26,7 @@ from agekit.faces import (
     alignment_matrix,
     apply_transform,
     crop_face,
+    decode_scale,
     draw_boxes,
     face_fills_frame,
     frame_face,
@@ -193,6 +195,51 @@ def png_header(width: int, height: int) -> bytes:
 def test_huge_dimensions_are_refused_before_decoding(width: int, height: int) -> None:
     with pytest.raises(ImageError, match="too large.*megapixels"):
         load_image(png_header(width, height))
+
+
+def big_jpeg(width: int, height: int, orientation: int | None = None) -> bytes:
+    """A width x height greyscale JPEG, cheap to make (flat grey, the top eighth black), with an EXIF orientation."""
+    image = Image.new("L", (width, height), 200)
+    image.paste(0, (0, 0, width, height // 8))
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=80, exif=exif)
+    return buffer.getvalue()
+
+
+def test_decode_scale_keeps_the_longer_side_at_least_the_working_size() -> None:
+    assert decode_scale((4032, 3024)) == 1 and decode_scale((2 * WORK_SIDE - 1, 10)) == 1
+    assert decode_scale((8064, 6048)) == 2 and decode_scale((6048, 8064)) == 2
+    assert decode_scale((12000, 8400)) == 4 and decode_scale((20000, 9000)) == 8
+
+
+def test_100_megapixel_jpeg_is_decoded_reduced(tmp_path: Path) -> None:
+    path = tmp_path / "phone.jpg"
+    path.write_bytes(big_jpeg(12000, 8400))  # 100.8 megapixels
+    image = load_image(path)
+    assert image.mode == "RGB" and image.size == (3000, 2100)  # 1/4 scale: same aspect ratio, >= WORK_SIDE
+    assert WORK_SIDE <= max(image.size) < 2 * WORK_SIDE
+    assert image.getpixel((1500, 100)) == (0, 0, 0) and image.getpixel((1500, 2000)) == (200, 200, 200)
+
+
+def test_exif_rotated_big_jpeg_comes_out_upright() -> None:
+    image = load_image(big_jpeg(8064, 6048, orientation=6))  # 48 MP, stored landscape, "rotate 90° clockwise"
+    assert image.size == (3024, 4032)  # portrait, at 1/2 scale
+    # the stored top band (black) is on the right once upright
+    assert image.getpixel((3020, 2000)) == (0, 0, 0) and image.getpixel((100, 2000)) == (200, 200, 200)
+
+
+def test_jpeg_header_beyond_the_jpeg_limit_and_big_png_are_refused() -> None:
+    data = bytearray(big_jpeg(64, 64))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", 15000, 20000)  # claims 300 megapixels
+    with pytest.raises(ImageError, match="too large"):
+        load_image(bytes(data))
+    with pytest.raises(ImageError, match=r"too large \(8064x6048 px = 49 megapixels\); resize it below 40 "
+                                         r"megapixels \(or save it as JPEG: JPEGs are read up to 200 megapixels\)"):
+        load_image(png_header(8064, 6048))
 
 
 def test_size_limit_holds_even_if_pillows_own_guard_is_off(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,12 +20,12 @@ import pandas as pd
 import pytest
 import torch
 from gradio.helpers import special_args
-from PIL import Image
+from PIL import Image, ImageColor
 
 from agekit.checkpoint import load_checkpoint
 from agekit.data.dataset import FaceTensors, load_pack
 from agekit.data.test_faces import TEST_FACES_PACK, TEST_FACES_SIZE, load_test_faces
-from agekit.faces import FaceDetector
+from agekit.faces import BOX_COLOURS, FaceCrop, FaceDetector
 from agekit.labels import UTK7
 from agekit.training_log import LOG_FILE, write_log
 from agekit.ui import AppContext, api, build_app, compare, error_analysis, testset
@@ -136,6 +136,30 @@ def test_on_image_detects_one_face_and_every_model_predicts(ctx: AppContext, wor
     bars = multi[1].data[0]
     assert list(bars.x) == list(UTK7.names) and sum(bars.y) == pytest.approx(1, abs=1e-5)
     assert set(multi[3]) == {"White", "Black", "Asian", "Indian", "Others"}
+
+
+class TwoFaceDetector:
+    """Stands in for MTCNN with two faces, the larger (on the right) first, as FaceDetector.detect orders them."""
+
+    def detect(self, image: Image.Image, assume_cropped: bool = False) -> list[FaceCrop]:
+        crop = Image.new("RGB", (200, 200), (128, 128, 128))
+        right = FaceCrop(crop, (400.0, 100.0, 560.0, 300.0), 0.99, (380, 100, 580, 300), 2)
+        left = FaceCrop(crop, (40.0, 120.0, 140.0, 240.0), 0.98, (30, 120, 150, 240), 2)
+        return [right, left]
+
+
+def test_faces_are_numbered_left_to_right(ctx: AppContext, tmp_path: Path) -> None:
+    two = replace(ctx, detector=TwoFaceDetector())
+    photo = tmp_path / "two.png"
+    Image.new("RGB", (640, 400), (255, 255, 255)).save(photo)
+    annotated, face_update, state, _ = compare.on_image(two, str(photo))
+    assert face_update["choices"] == ["Face 1", "Face 2"]
+    assert [face.box[0] for face in state.faces] == [40.0, 400.0]
+    # box 1's colour outlines the left face, box 2's the right one
+    assert annotated.getpixel((41, 180)) == ImageColor.getrgb(BOX_COLOURS[0])
+    assert annotated.getpixel((401, 200)) == ImageColor.getrgb(BOX_COLOURS[1])
+    faces = api.predict_json(two, str(photo))["faces"]
+    assert [(face["face"], face["box"][0]) for face in faces] == [(1, 40.0), (2, 400.0)]
 
 
 def test_on_image_accepts_gradio_payloads(ctx: AppContext, workspace: dict[str, Path]) -> None:

@@ -28,7 +28,7 @@ class FaceAnalysis:
     """Faces found in one uploaded image and every model's predictions for them (kept in gr.State)."""
 
     annotated: Image.Image  # the photo with numbered boxes
-    faces: list[FaceCrop]  # at most MAX_FACES_SHOWN, largest first (the numbers drawn on the boxes)
+    faces: list[FaceCrop]  # at most MAX_FACES_SHOWN (the largest), left to right (the numbers drawn on the boxes)
     predictions: dict[str, list[Prediction]]  # model name -> one Prediction per face
     detected: int = 0  # faces the detector found before capping
     notes: list[str] = field(default_factory=list)
@@ -71,13 +71,15 @@ def image_source(value: Any) -> str | bytes:
 # ---------------------------------------------------------------- detection + prediction
 
 def analyse_image(ctx: AppContext, value: Any) -> FaceAnalysis:
-    """Load the image, detect faces (largest first, at most MAX_FACES_SHOWN) and predict with every model.
+    """Load the image, detect faces (the MAX_FACES_SHOWN largest, numbered left to right by box centre: the page
+    and the API alike) and predict with every model.
 
     An image in which no face is detected but that looks like a face crop already (square-ish, small,
     e.g. a UTKFace image) is used whole, with a note saying so.
     """
     image = load_image(image_source(value))
-    faces = ctx.require_detector().detect(image, assume_cropped=True)[:MAX_FACES_SHOWN]
+    largest = ctx.require_detector().detect(image, assume_cropped=True)[:MAX_FACES_SHOWN]
+    faces = sorted(largest, key=lambda face: (face.box[0] + face.box[2]) / 2)
     notes = []
     if len(faces) == 1 and faces[0].box == (0.0, 0.0, float(image.width), float(image.height)):
         notes.append("No face detected; the image looks like a face crop, so all of it is used as one face.")
