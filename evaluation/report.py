@@ -1,13 +1,16 @@
 """Markdown tables of the shipped models for the README: `python -m evaluation.report [--checkpoints checkpoints]`.
 
-Reads checkpoints/leaderboard.csv (test metrics, written by `python -m evaluation.evaluate`) and each model's
-config.json + training_log.csv (epochs, wall time, throughput), so the README's numbers come from the artifacts.
+Reads checkpoints/leaderboard.csv (test metrics, written by `python -m evaluation.evaluate`, wild-photo columns by
+`python -m evaluation.wild`) and each model's config.json + training_log.csv (epochs, wall time, throughput), so
+the README's numbers come from the artifacts.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+import pandas as pd
 
 from agekit.card import ModelCard
 from agekit.training_log import read_log
@@ -46,11 +49,33 @@ def results_table(root: Path) -> str:
     return "\n".join(lines)
 
 
+WILD_COLUMNS = (("mae", "age MAE", "{:.2f}"), ("age_bin_macro_f1", "7-bin macro-F1", "{:.1%}"),
+                ("gender_accuracy", "gender acc.", "{:.1%}"), ("ethnicity_accuracy", "ethnicity acc.", "{:.1%}"))
+
+
+def wild_table(root: Path) -> str:
+    """One row per model: wild-photo detection rate and the headline metrics clean → wild (test split), from the
+    leaderboard's wild_* columns (`python -m evaluation.wild`); models without a wild evaluation show '–'."""
+    board = read_leaderboard(root)
+    lines = ["| model | detection | " + " | ".join(f"{label} clean → wild" for _, label, _ in WILD_COLUMNS) + " |",
+             "| --- | ---: | " + " | ".join("---:" for _ in WILD_COLUMNS) + " |"]
+    for row in board.to_dict("records"):
+        detection = row.get("wild_detection_rate")
+        cells = [f"`{row['name']}`", "–" if pd.isna(detection) else f"{detection:.1%}"]
+        for column, _, fmt in WILD_COLUMNS:
+            clean, wild = row.get(column), row.get(f"wild_{column}")
+            cells.append(" → ".join("–" if pd.isna(v) else fmt.format(v) for v in (clean, wild)))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
     args = parser.parse_args(argv)
     print(results_table(args.checkpoints))
+    print()
+    print(wild_table(args.checkpoints))
     return 0
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from agekit.card import ModelCard
-from evaluation.report import init_label, results_table
+from evaluation.report import init_label, results_table, wild_table
 
 
 def test_results_table_reads_every_artifact(tmp_path: Path) -> None:
@@ -32,3 +32,17 @@ def test_results_table_reads_every_artifact(tmp_path: Path) -> None:
 def test_init_label_drops_the_hash() -> None:
     assert init_label("retinaface.pth sha256:38ec") == "retinaface.pth"
     assert init_label("random") == "random"
+
+
+def test_wild_table_shows_clean_and_wild_side_by_side(tmp_path: Path) -> None:
+    pd.DataFrame([
+        {"name": "m1", "mae": 4.871, "age_bin_macro_f1": 0.6939, "gender_accuracy": 0.9273,
+         "ethnicity_accuracy": 0.8425, "wild_detection_rate": 0.9856, "wild_mae": 5.634,
+         "wild_age_bin_macro_f1": 0.6512, "wild_gender_accuracy": 0.9011, "wild_ethnicity_accuracy": 0.8012},
+        {"name": "m2", "mae": 5.1, "age_bin_macro_f1": 0.6, "gender_accuracy": 0.9, "ethnicity_accuracy": 0.8},
+    ]).to_csv(tmp_path / "leaderboard.csv", index=False)
+
+    rows = wild_table(tmp_path).splitlines()
+
+    assert rows[2] == "| `m1` | 98.6% | 4.87 → 5.63 | 69.4% → 65.1% | 92.7% → 90.1% | 84.2% → 80.1% |"
+    assert rows[3] == "| `m2` | – | 5.10 → – | 60.0% → – | 90.0% → – | 80.0% → – |"  # not evaluated wild yet
