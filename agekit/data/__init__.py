@@ -15,7 +15,8 @@ from agekit.data.audit import (
     audit_folder,
     write_audit,
 )
-from agekit.data.dataset import FaceTensors, load_folder, load_pack
+from agekit.data.dataset import FaceTensors, load_files, load_folder, load_pack
+from agekit.data.leakage import LeakySplit, random_file_split, straddling_groups
 from agekit.data.pack import PackError, read_pack, write_pack
 from agekit.data.split import (
     DEFAULT_MANIFEST,
@@ -39,7 +40,8 @@ from agekit.data.utkface import (
 
 __all__ = [
     "DEFAULT_MANIFEST", "SPLITS", "AuditReport", "DataRootError", "FaceRecord", "FaceTensors", "Finding",
-    "LabelOutOfRange", "MalformedName", "ManifestError", "NearDuplicateRule", "PackError", "SplitManifest",
-    "assign_splits", "audit_folder", "load_folder", "load_manifest", "load_pack", "parse_filename", "read_face",
-    "read_pack", "resolve_data_root", "split_folder", "write_audit", "write_manifest", "write_pack",
+    "LabelOutOfRange", "LeakySplit", "MalformedName", "ManifestError", "NearDuplicateRule", "PackError",
+    "SplitManifest", "assign_splits", "audit_folder", "load_files", "load_folder", "load_manifest", "load_pack",
+    "parse_filename", "random_file_split", "read_face", "read_pack", "resolve_data_root", "split_folder",
+    "straddling_groups", "write_audit", "write_manifest", "write_pack",
 ]

@@ -194,6 +194,31 @@ def label_conflict(group: Sequence[str], records: dict[str, FaceRecord]) -> str 
     return "; ".join(parts) or None
 
 
+@dataclass(frozen=True)
+class ConflictingCopies:
+    """Two files showing one photograph whose names carry different labels."""
+
+    a: str
+    b: str
+    kind: str  # "byte-identical" or "near-duplicate"
+    conflict: str  # e.g. "age 24 vs 31; gender 0 vs 1"
+    age_gap: int  # years between the two labelled ages (0 when only gender or ethnicity differ)
+
+
+def conflicting_copies(report: AuditReport) -> list[ConflictingCopies]:
+    """Every pair of copies with different labels: byte-identical ones (each group's first file against each
+    other file) first, then near-duplicate pairs, each in file order. Files without labels are skipped."""
+    candidates = [("byte-identical", g[0], other) for g in report.exact_groups for other in g[1:]]
+    candidates += [("near-duplicate", p.a, p.b) for p in report.near_pairs]
+    out = []
+    for kind, a, b in candidates:
+        conflict = label_conflict((a, b), report.records)
+        if conflict:  # implies both files have labels
+            gap = abs(report.records[a].age - report.records[b].age)
+            out.append(ConflictingCopies(a, b, kind, conflict, gap))
+    return out
+
+
 def exact_duplicate_groups(scans: Sequence[FileScan]) -> list[list[str]]:
     """Files with identical bytes (sha256), >= 2 per group, each sorted, ordered by first file."""
     by_hash: dict[str, list[str]] = {}

@@ -17,7 +17,7 @@ import torch
 
 from agekit.data.pack import SPLIT_CODES, PackError, decode_image, read_pack
 from agekit.data.split import SPLITS, SplitManifest, load_manifest
-from agekit.data.utkface import read_face, resolve_data_root
+from agekit.data.utkface import MalformedName, parse_filename, read_face, resolve_data_root
 from agekit.labels import TASKS
 
 ALL_SPLITS = "all"  # load every split a pack holds
@@ -141,3 +141,24 @@ def load_folder(root: str | os.PathLike[str] | None = None, manifest: SplitManif
     images, errors = _decode_all(len(files), size, lambda i: read_face(root / files[i], size), workers)
     labels = {t: rows[t].to_numpy(np.int64) for t in TASKS}
     return _tensors(images, errors, files, labels, manifest.hash, [])
+
+
+def load_files(root: str | os.PathLike[str] | None, files: Sequence[str], size: int = 128,
+               workers: int = 2) -> FaceTensors:
+    """Decode the named files of the UTKFace folder, resized to S x S, with labels parsed from the names.
+
+    For any subset (a sample, or files the manifest excludes such as extra copies); root None reads
+    AGEKIT_UTKFACE. Malformed names and unreadable files are listed in `.skipped`. manifest_hash is "":
+    the rows do not come from a split manifest.
+    """
+    root = resolve_data_root(root)
+    records, skipped = [], []
+    for file in files:
+        try:
+            records.append(parse_filename(file))
+        except MalformedName as err:
+            skipped.append((file, str(err)))
+    names = [r.file for r in records]
+    images, errors = _decode_all(len(names), size, lambda i: read_face(root / names[i], size), workers)
+    labels = {t: np.array([getattr(r, t) for r in records], dtype=np.int64) for t in TASKS}
+    return _tensors(images, errors, names, labels, "", skipped)
