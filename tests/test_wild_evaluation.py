@@ -14,6 +14,7 @@ from agekit.data import load_manifest, write_manifest
 from agekit.data.split import MANIFEST_COLUMNS
 from agekit.eval_artifacts import WILD_PREDICTIONS_FILE, wild_headline
 from agekit.faces import UTK_LANDMARKS, FaceDetector
+from agekit.ui import testset
 from evaluation import evaluate, wild
 from evaluation.evaluate import LEADERBOARD_COLUMNS
 
@@ -107,6 +108,11 @@ def test_test_split_writes_wild_sections_and_leaderboard_columns(dataset, tmp_pa
     assert board.loc["tiny_multi", "wild_mae"] == pytest.approx(headline["age_mae"])
     assert np.isnan(board.loc["tiny_gender", "wild_mae"])  # no age head
     assert "50.0%" in capsys.readouterr().out
+    shown = testset.headline_markdown(testset.read_model_eval(checkpoints, "tiny_multi"))  # the Test-set tab
+    clean = report["metrics"]["headline"]
+    assert (f"aligned crops): detection 50.0% · age MAE {clean['age_mae']:.2f} → {headline['age_mae']:.2f} · "
+            f"age-bin macro-F1 {clean['age_bin_macro_f1']:.1%} → {headline['age_bin_macro_f1']:.1%}") in shown
+    assert testset.wild_markdown({"metrics": {"headline": clean}}) == ""  # not evaluated wild: nothing shown
 
     # --no-align reads the same detections from the cache and box-crops them: same faces, other crops
     run_wild(dataset, checkpoints, half_blind_detector, tmp_path / "cache", "--no-align")

@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 from agekit import plots
 from agekit.bootstrap import LEVEL, format_difference, paired_differences
 from agekit.card import ModelCard
-from agekit.eval_artifacts import EVAL_DIR, METRICS_FILE, eval_folder, read_predictions
+from agekit.eval_artifacts import EVAL_DIR, METRICS_FILE, WILD_SECTION, eval_folder, read_predictions, wild_headline
 from agekit.training_log import read_log
 from agekit.ui.guard import guarded
 from agekit.ui.model_info import METRIC_NAMES, metrics_lines, metrics_section
@@ -107,7 +107,28 @@ def headline_markdown(ev: ModelEval) -> str:
         facts.append(f"{speed['latency_ms']:.1f} ms per face on CPU")
     if facts:
         lines.append(" · ".join(facts))
+    wild = wild_markdown(ev.report)
+    if wild:
+        lines.append(wild)
     return "\n\n".join(lines)
+
+
+WILD_SHOWN = (("age_mae", "age MAE", "{:.2f}"), ("age_bin_macro_f1", "age-bin macro-F1", "{:.1%}"),
+              ("gender_accuracy", "gender", "{:.1%}"), ("ethnicity_accuracy", "ethnicity", "{:.1%}"))
+
+
+def wild_markdown(report: dict[str, Any]) -> str:
+    """'Clean → wild photos' line of the headline ("" for a model without `python -m evaluation.wild`)."""
+    wild = wild_headline(report)
+    if wild is None:
+        return ""
+    clean = metrics_section(report).get("headline", {})
+    crops = "aligned" if report[WILD_SECTION].get("align") else "box"
+    parts = [f"detection {wild['detection_rate']:.1%}"] if wild.get("detection_rate") is not None else []
+    parts += [f"{label} {fmt.format(clean[key])} → {fmt.format(wild[key])}" for key, label, fmt in WILD_SHOWN
+              if clean.get(key) is not None and wild.get(key) is not None]
+    return (f"**Clean → wild photos** (each test face re-rendered as a photo and run through the app's detector, "
+            f"{crops} crops): " + " · ".join(parts))
 
 
 def per_class_frame(section: dict[str, Any]) -> pd.DataFrame:
