@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from agekit.labels import DEFAULT_AGE_BINS, check_tasks
+from agekit.labels import DEFAULT_AGE_BINS, AgeBins, check_tasks, get_age_bins
 
 FAMILIES = ("scratch", "pretrained", "multitask")
 
@@ -31,6 +31,7 @@ class ModelCard:
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)  # per-channel normalisation on [0, 1] pixels
     std: tuple[float, ...] = (0.5, 0.5, 0.5)
     age_bins: str = DEFAULT_AGE_BINS.spec  # scheme used for bin metrics and the UI's bin bar
+    age_bin_log_offsets: tuple[float, ...] = ()  # bin-aware decision chosen on val (evaluation.bin_decision)
     split_hash: str = ""  # sha256 of the split manifest the model was trained/evaluated on
     init_source: str = "random"  # what the weights started from (file name + sha256, or "random")
     description: str = ""
@@ -44,8 +45,14 @@ class ModelCard:
         if self.family not in FAMILIES:
             raise ValueError(f"model family {self.family!r} is not one of {FAMILIES}")
         self.mean, self.std = tuple(self.mean), tuple(self.std)
+        self.age_bin_log_offsets = tuple(self.age_bin_log_offsets)
+        self.age_bin_scheme()  # offsets must fit the bins
         if len(self.mean) != self.in_chans or len(self.std) != self.in_chans:
             raise ValueError(f"mean/std need {self.in_chans} values for in_chans={self.in_chans}")
+
+    def age_bin_scheme(self) -> AgeBins:
+        """The model's age bins with its bin-aware decision: use this to turn age probabilities into bins."""
+        return get_age_bins(self.age_bins).with_offsets(self.age_bin_log_offsets)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

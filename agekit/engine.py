@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from agekit.card import ModelCard
-from agekit.data.transforms import augment_uint8, resize_uint8, to_model_input
+from agekit.data.transforms import augment_uint8, photo_degrade_uint8, resize_uint8, to_model_input
 from agekit.labels import NUM_OUTPUTS, TASKS, check_tasks, get_age_bins
 from agekit.losses import (
     DEFAULT_TASK_WEIGHTS,
@@ -87,12 +87,16 @@ class TrainConfig:
     task_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TASK_WEIGHTS))
     # data
     augment: bool = True
+    photo_augment: float = 0.0  # per-degradation probability of photo_degrade_uint8 (blur, JPEG, low-res, exposure)
     weighted_sampler: bool = False  # sample images with probability 1 / frequency of their stratum
     sampler_strata: str = "age_bin"  # age_bin | age_bin_ethnicity
     age_bins: str = "utk7"  # bins for the sampler and the bin F1 metric
     # early stopping: stop when the validation loss of every independently trained part has not improved
     # for `patience` epochs (0: never stop early); the best epoch's weights are kept either way
     patience: int = 5
+    # time budget: stop after the epoch when one more epoch (at the last epoch's wall time) would end past
+    # this many seconds of training (0: no limit); the best epoch's weights are kept as with early stopping
+    time_limit_s: float = 0.0
     # runtime
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -100,6 +104,7 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False
     num_threads: int = 0  # torch CPU threads (0: leave torch's default)
+    save_resume: bool = True  # write resume.pt after every epoch (short GPU runs skip it: rerunning is cheaper)
     progress: bool = True  # tqdm bars
 
     def __post_init__(self) -> None:
@@ -344,6 +349,8 @@ def train_one_epoch(model: nn.Module, criterion: MultiTaskLoss, optimizer: torch
         batch = images[idx]
         if config.augment:
             batch = augment_uint8(batch, generator)
+        if config.photo_augment > 0:
+            batch = photo_degrade_uint8(batch, generator, config.photo_augment)
         x = _model_input(batch, card, config)
         with _autocast(config, device):
             logits = model(x)
@@ -454,6 +461,17 @@ class EarlyStopping:
         self.best_loss, self.best_epoch = dict(state["best_loss"]), dict(state["best_epoch"])
 
 
+def _out_of_time(limit_s: float, elapsed_s: float, last_epoch_s: float, runtime: Runtime) -> bool:
+    """True when one more epoch as long as the last one would end past `limit_s` seconds (0: never).
+    Rank 0's clock decides for every rank, so DDP processes stop together."""
+    if limit_s <= 0:
+        return False
+    stop = torch.tensor(float(elapsed_s + last_epoch_s > limit_s), device=runtime.device)
+    if runtime.world_size > 1:
+        dist.broadcast(stop, src=0)
+    return bool(stop.item())
+
+
 def _atomic_save(obj: Any, path: Path) -> None:
     partial = path.with_name(path.name + ".partial")
     torch.save(obj, partial)
@@ -486,6 +504,7 @@ class FitResult:
     stopped_early: bool
     loss_weights: dict[str, float]  # final task weights (learned ones under uncertainty weighting)
     is_main: bool = True  # False on DDP ranks other than 0 (which write nothing)
+    out_of_time: bool = False  # stopped before config.epochs because config.time_limit_s was spent
 
 
 def fit(config: TrainConfig, train_set: FaceData, val_set: FaceData, out_dir: str | Path | None = None,
@@ -557,8 +576,9 @@ def _fit(config: TrainConfig, train_set: FaceData, val_set: FaceData, out_dir: P
     model.set_backbone_trainable(not frozen)
     train_model = _wrap_for_training(model, config, runtime)
 
+    out_of_time, loop_start = False, time.perf_counter()
     for epoch in range(start_epoch, config.epochs):
-        if stopped_early:
+        if stopped_early or out_of_time:
             break
         if frozen and epoch >= config.frozen_epochs:  # unfreeze: DDP must be rebuilt to see the new params
             frozen = False
@@ -601,6 +621,7 @@ def _fit(config: TrainConfig, train_set: FaceData, val_set: FaceData, out_dir: P
                   + (f"; best so far: {', '.join(improved)}" if improved else ""))
             if out_dir is not None:
                 write_log(out_dir / LOG_FILE, history)
+            if out_dir is not None and config.save_resume:
                 _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                               "scheduler": scheduler.state_dict(), "criterion": criterion.state_dict(),
                               "early_stopping": stopping.state_dict(), "history": history, "epoch": epoch,
@@ -610,10 +631,17 @@ def _fit(config: TrainConfig, train_set: FaceData, val_set: FaceData, out_dir: P
             if is_main:
                 print(f"early stopping after epoch {epoch + 1}: best epochs "
                       + ", ".join(f"{part} {best + 1}" for part, best in stopping.best_epoch.items()))
+        elapsed = time.perf_counter() - loop_start
+        if epoch + 1 < config.epochs and _out_of_time(config.time_limit_s, elapsed, time.perf_counter() - start,
+                                                      runtime):
+            out_of_time = True
+            if is_main:
+                print(f"time limit: stopping after epoch {epoch + 1} of {config.epochs} ({elapsed:.1f} s of "
+                      f"{config.time_limit_s:.0f} s spent)")
 
     model.set_backbone_trainable(True)
     if stopping.best_state:
         model.load_state_dict({**model.state_dict(), **stopping.best_state})
     model.eval()
     return FitResult(model, history, {k: v + 1 for k, v in stopping.best_epoch.items()}, stopped_early,
-                     criterion.current_weights(), is_main)
+                     criterion.current_weights(), is_main, out_of_time)

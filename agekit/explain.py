@@ -131,7 +131,7 @@ def explain(loaded: LoadedModel, crop: Image.Image, task: str, method: str = "Gr
         logits = (mirror_average(forward, x) if flip_average else forward(x)).float()
     probs = torch.softmax(logits, dim=-1)[0]
     if task == "age":
-        bins = get_age_bins(loaded.card.age_bins)
+        bins = loaded.card.age_bin_scheme()
         class_probs = torch.from_numpy(bins.bin_probabilities(probs.numpy()))
     else:
         class_probs = probs

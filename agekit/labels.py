@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -33,6 +33,9 @@ class AgeBins:
     name: str
     lower: tuple[int, ...]  # first age of each bin
     upper: tuple[int, ...]  # last age of each bin (inclusive)
+    # Bin-aware decision: bin probabilities are re-weighted by exp(offset) and renormalised, e.g. a prior
+    # correction -tau*log(train bin share) chosen on the validation split (evaluation.bin_decision). () = none.
+    log_offsets: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.lower or len(self.lower) != len(self.upper):
@@ -42,6 +45,8 @@ class AgeBins:
         for lo, hi, nxt in zip(self.lower, self.upper, self.lower[1:] + (AGE_MAX + 1,)):
             if lo > hi or nxt != hi + 1:
                 raise ValueError(f"age bins {self.name!r} must be contiguous and increasing, got {self.spec}")
+        if self.log_offsets and len(self.log_offsets) != len(self.lower):
+            raise ValueError(f"age bins {self.name!r}: {len(self.log_offsets)} log offsets for {len(self.lower)} bins")
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -70,8 +75,17 @@ class AgeBins:
         return matrix
 
     def bin_probabilities(self, age_probs: np.ndarray) -> np.ndarray:
-        """Sum a (..., NUM_AGES) age distribution into (..., n_bins) bin probabilities."""
-        return np.asarray(age_probs) @ self.age_to_bin_matrix()
+        """Sum a (..., NUM_AGES) age distribution into (..., n_bins) bin probabilities (re-weighted by
+        exp(log_offsets) and renormalised when the scheme has offsets)."""
+        probs = np.asarray(age_probs) @ self.age_to_bin_matrix()
+        if not self.log_offsets:
+            return probs
+        weighted = probs * np.exp(np.asarray(self.log_offsets, dtype=probs.dtype))
+        return weighted / weighted.sum(axis=-1, keepdims=True)
+
+    def with_offsets(self, log_offsets: tuple[float, ...] | list[float]) -> AgeBins:
+        """The same bins with a bin-aware decision (see `log_offsets`)."""
+        return replace(self, log_offsets=tuple(float(v) for v in log_offsets))
 
 
 def parse_age_bins(spec: str, name: str = "custom") -> AgeBins:

@@ -15,7 +15,7 @@ from PIL import Image
 from agekit.checkpoint import LoadedModel, load_checkpoint
 from agekit.data.transforms import to_model_input
 from agekit.faces import UTK_SIZE, to_rgb
-from agekit.labels import ETHNICITY_NAMES, GENDER_NAMES, NUM_OUTPUTS, get_age_bins
+from agekit.labels import ETHNICITY_NAMES, GENDER_NAMES, NUM_OUTPUTS, AgeBins, get_age_bins
 from agekit.models import age_probabilities, expected_age
 
 log = logging.getLogger(__name__)
@@ -77,13 +77,14 @@ def crops_to_batch(crops: list[Image.Image]) -> torch.Tensor:
     return torch.from_numpy(np.stack([np.asarray(im) for im in images])).permute(0, 3, 1, 2).contiguous()
 
 
-def decode_outputs(name: str, logits: dict[str, torch.Tensor], age_bins: str) -> list[Prediction]:
-    """A model's logits for a batch → one Prediction per image (probabilities, expected age in years)."""
+def decode_outputs(name: str, logits: dict[str, torch.Tensor], age_bins: str | AgeBins) -> list[Prediction]:
+    """A model's logits for a batch → one Prediction per image (probabilities, expected age in years).
+    `age_bins`: a scheme name/spec, or the model's AgeBins with its bin-aware decision (card.age_bin_scheme())."""
     batch = next(iter(logits.values())).shape[0]
     fields: dict[str, list] = {}
     if "age" in logits:
         probs = age_probabilities(logits["age"])
-        bins = get_age_bins(age_bins)
+        bins = age_bins if isinstance(age_bins, AgeBins) else get_age_bins(age_bins)
         age_probs = probs.numpy()
         fields["age"] = [float(v) for v in expected_age(probs)]
         fields["age_probs"] = list(age_probs)
@@ -170,7 +171,7 @@ def predict_batch(loaded: LoadedModel, batch: torch.Tensor, name: str | None = N
                   channels_last: bool = False, flip_average: bool = FLIP_AVERAGE) -> list[Prediction]:
     """One model on a uint8 RGB (B,3,H,W) batch → B Predictions."""
     logits = model_logits(loaded, batch, channels_last, flip_average)
-    return decode_outputs(name or loaded.card.name, logits, loaded.card.age_bins)
+    return decode_outputs(name or loaded.card.name, logits, loaded.card.age_bin_scheme())
 
 
 def _prepare(loaded: LoadedModel, channels_last: bool) -> None:

@@ -40,9 +40,8 @@ from agekit.checkpoint import (
     list_checkpoints,
     load_checkpoint,
 )
-from agekit.data import FaceTensors, SplitManifest, load_folder, load_manifest, resolve_data_root
+from agekit.data import FaceTensors, SplitManifest, load_folder, load_manifest, load_pack, resolve_data_root
 from agekit.eval_artifacts import EVAL_DIR, METRICS_FILE, PREDICTIONS_FILE, wild_headline
-from agekit.labels import get_age_bins
 from agekit.metrics import CS_YEARS, compute_metrics, predictions_frame
 from agekit.models import age_probabilities
 from agekit.predict import FLIP_AVERAGE, model_logits
@@ -70,6 +69,7 @@ class EvalOptions:
 
     checkpoints: Path = Path("checkpoints")  # folder holding one sub-folder per model
     data: str | None = None  # UTKFace folder; None: environment variable AGEKIT_UTKFACE
+    pack: str | None = None  # read the test faces from this face pack instead of the folder (e.g. on the GPU machine)
     models: list[str] | None = None  # sub-folder names; None: every checkpoint found
     manifest: str | None = None  # split manifest CSV; None: the committed one
     batch_size: int = 64
@@ -192,7 +192,7 @@ def evaluate_model(loaded: LoadedModel, faces: FaceTensors, provenance: dict[str
     started = time.perf_counter()
     outputs = predict_probabilities(loaded, faces.images, options.batch_size, options.flip_average)
     predict_s = time.perf_counter() - started
-    age_bins = get_age_bins(card.age_bins)
+    age_bins = card.age_bin_scheme()
     truth = {task: values.numpy() for task, values in faces.targets.items()}
     frame = predictions_frame(faces.files, truth, outputs, age_bins)
     report = {
@@ -292,18 +292,23 @@ def evaluate_checkpoints(options: EvalOptions) -> list[ModelEvaluation]:
     models = load_selected(select_checkpoints(options.checkpoints, options.models), manifest,
                            options.allow_hash_mismatch)
 
-    root = resolve_data_root(options.data)
     started = time.perf_counter()
-    faces = load_folder(root, manifest, SPLIT, options.decode_size)
+    if options.pack:  # the same split as stored in a pack: resized once to the pack's size, then encoded
+        source = options.pack
+        faces = load_pack(options.pack, SPLIT, expected_manifest_hash=manifest.hash)
+    else:
+        source = resolve_data_root(options.data)
+        faces = load_folder(source, manifest, SPLIT, options.decode_size)
     n_test = len(manifest.rows(SPLIT))
-    print(f"decoded {len(faces)} of {n_test} {SPLIT} faces from {root} in {time.perf_counter() - started:.1f} s"
+    print(f"decoded {len(faces)} of {n_test} {SPLIT} faces from {source} in {time.perf_counter() - started:.1f} s"
           + (f"; skipped {len(faces.skipped)} unreadable" if faces.skipped else ""))
     if len(faces) == 0:
-        raise EvaluationError(f"none of the {n_test} {SPLIT} files could be read from {root}: "
+        raise EvaluationError(f"none of the {n_test} {SPLIT} files could be read from {source}: "
                               f"first problems {faces.skipped[:3]}")
     provenance = {
         "split": SPLIT, "manifest": str(manifest.path), "manifest_hash": manifest.hash,
-        "decode_size": options.decode_size, "n_test_files": n_test, "n_evaluated": len(faces),
+        **({"pack": str(options.pack)} if options.pack else {}),
+        "decode_size": int(faces.images.shape[-1]), "n_test_files": n_test, "n_evaluated": len(faces),
         "n_skipped": len(faces.skipped),
         "skipped": [{"file": file, "reason": reason} for file, reason in faces.skipped],
     }
@@ -339,6 +344,8 @@ def parse_args(argv: Sequence[str] | None = None) -> EvalOptions:
     parser = argparse.ArgumentParser(prog="python -m evaluation.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"), help="folder of checkpoint folders")
     parser.add_argument("--data", default=None, help="UTKFace folder (default: $AGEKIT_UTKFACE)")
+    parser.add_argument("--pack", default=None,
+                        help="read the test faces from this face pack instead of the folder (GPU machine runs)")
     parser.add_argument("--models", default=None, help="comma-separated checkpoint names (default: all)")
     parser.add_argument("--manifest", default=None, help="split manifest CSV (default: the committed one)")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -352,7 +359,8 @@ def parse_args(argv: Sequence[str] | None = None) -> EvalOptions:
                         help="evaluate checkpoints trained on another split manifest (experiments only)")
     args = parser.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
-    return EvalOptions(checkpoints=args.checkpoints, data=args.data, models=models, manifest=args.manifest,
+    return EvalOptions(checkpoints=args.checkpoints, data=args.data, pack=args.pack, models=models,
+                       manifest=args.manifest,
                        batch_size=args.batch_size, threads=args.threads, latency_runs=args.latency_runs,
                        decode_size=args.decode_size, allow_hash_mismatch=args.allow_hash_mismatch,
                        flip_average=args.flip_average)

@@ -19,7 +19,6 @@ import torch
 from agekit.bootstrap import format_difference, paired_differences
 from agekit.checkpoint import load_checkpoint
 from agekit.data import load_folder, load_manifest, resolve_data_root
-from agekit.labels import get_age_bins
 from agekit.metrics import headline_metrics, predictions_frame
 from evaluation.evaluate import DECODE_SIZE, predict_probabilities, select_checkpoints
 from evaluation.significance import COLUMNS, table_header
@@ -31,7 +30,7 @@ def ablation_rows(folders: Sequence[Path], faces, batch_size: int = 64) -> list[
     truth = {task: values.numpy() for task, values in faces.targets.items()}
     for folder in folders:
         loaded = load_checkpoint(folder)
-        bins = get_age_bins(loaded.card.age_bins)
+        bins = loaded.card.age_bin_scheme()
         frames = {flip: predictions_frame(faces.files, truth, predict_probabilities(loaded, faces.images, batch_size,
                                                                                      flip), bins)
                   for flip in (False, True)}

@@ -120,3 +120,18 @@ def test_check_tasks() -> None:
         check_tasks(["age", "emotion"])
     with pytest.raises(ValueError, match="unknown or empty task list"):
         check_tasks([])
+
+
+def test_bin_log_offsets_reweight_and_renormalise() -> None:
+    probs = np.zeros((1, NUM_AGES))
+    probs[0, 1], probs[0, 30] = 0.3, 0.7  # 30 % in 0-2, 70 % in 15-30
+    plain = UTK7.bin_probabilities(probs)
+    offsets = [0.0] * len(UTK7)
+    offsets[0] = float(np.log(4.0))  # weigh 0-2 four times
+    corrected = UTK7.with_offsets(offsets).bin_probabilities(probs)
+    assert plain.argmax() == 3 and corrected.argmax() == 0
+    np.testing.assert_allclose(corrected[0, [0, 3]], [1.2 / 1.9, 0.7 / 1.9])
+    assert corrected.sum() == pytest.approx(1.0)
+    assert UTK7.with_offsets(offsets).spec == UTK7.spec  # same bins, only the decision differs
+    with pytest.raises(ValueError, match="3 log offsets for 7 bins"):
+        UTK7.with_offsets([0.0, 0.0, 0.0])

@@ -61,3 +61,43 @@ def augment_uint8(images: torch.Tensor, generator: torch.Generator | None = None
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     x = (x - mean) * contrast + mean * brightness
     return x.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def photo_degrade_uint8(images: torch.Tensor, generator: torch.Generator | None = None, strength: float = 1.0,
+                        min_side: int = 44, max_blur_sigma: float = 1.5, gamma_range: tuple[float, float] = (0.6, 1.6),
+                        jpeg_quality: tuple[int, int] = (30, 95)) -> torch.Tensor:
+    """What cutting a face out of a real photo does to it, on a uint8 (B,3,S,S) batch: each of resolution loss
+    (down to `min_side` px, log-uniform, and back up), Gaussian blur (sigma up to `max_blur_sigma` px), exposure
+    (gamma in `gamma_range`) and JPEG re-encoding (quality in `jpeg_quality`) is applied to an image with
+    probability `strength`. The ranges mirror the wild evaluation's renderer (a 40 px face is a ~48 px crop).
+    """
+    from torchvision.io import decode_jpeg, encode_jpeg
+    from torchvision.transforms.v2.functional import gaussian_blur
+
+    if strength <= 0:
+        return images
+    b, size, device = images.shape[0], images.shape[-1], images.device
+
+    def draw(low: float, high: float) -> torch.Tensor:
+        return low + torch.rand(b, generator=generator) * (high - low)
+
+    apply = torch.rand(4, b, generator=generator) < strength
+    sides = torch.exp(draw(math.log(min(min_side, size)), math.log(size))).round().int().tolist()
+    sigmas, gammas = draw(0.3, max_blur_sigma).tolist(), draw(*gamma_range).tolist()
+    qualities = draw(jpeg_quality[0], jpeg_quality[1] + 1).int().clamp_(max=jpeg_quality[1]).tolist()
+    out = []
+    for i, image in enumerate(images.cpu()):
+        x = image.float()
+        if apply[0, i] and sides[i] < size:
+            small = F.interpolate(x[None], size=(sides[i], sides[i]), mode="bilinear", antialias=True)
+            x = F.interpolate(small, size=(size, size), mode="bilinear", align_corners=False)[0]
+        if apply[1, i]:
+            kernel = 2 * math.ceil(3 * sigmas[i]) + 1
+            x = gaussian_blur(x, [kernel, kernel], [sigmas[i], sigmas[i]])
+        if apply[2, i]:
+            x = 255.0 * (x / 255.0).clamp_(0, 1) ** gammas[i]
+        image = x.round_().clamp_(0, 255).to(torch.uint8)
+        if apply[3, i]:
+            image = decode_jpeg(encode_jpeg(image, quality=qualities[i]))
+        out.append(image)
+    return torch.stack(out).to(device)
