@@ -219,3 +219,24 @@ def test_port_matches_dlib_descriptors():
     # The descriptors tell faces apart: each chip is nearest to itself.
     distances = np.linalg.norm(ours[:, None] - expected[None], axis=-1)
     assert (distances.argmin(axis=1) == np.arange(len(expected))).all()
+
+
+@pytest.mark.skipif(real_weights() is None, reason=f"needs {WEIGHTS_FILE} (face_recognition_models or shared/weights)")
+def test_checkpoint_round_trip_and_gradcam(tmp_path):
+    from agekit.card import ModelCard
+    from agekit.checkpoint import load_checkpoint, save_checkpoint
+    from agekit.explain import explain
+
+    torch.manual_seed(0)
+    model = create_model("dlib_resnet29", pretrained_weights=str(real_weights())).eval()
+    card = ModelCard(name="dlib", family="multitask", architecture="dlib_resnet29", tasks=model.tasks,
+                     architecture_kwargs=model.architecture_kwargs, input_size=112,
+                     mean=tuple(m / 255 for m in DLIB_MEAN), std=(DLIB_SCALE / 255,) * 3)
+    save_checkpoint(tmp_path / "dlib", model, card)
+    assert (tmp_path / "dlib" / "model.safetensors").stat().st_size < 16 * 2**20  # fp16: ~11 MB
+    loaded = load_checkpoint(tmp_path / "dlib")
+    crop = Image.open(CHIPS / "utkface_test_25_0_1.png").convert("RGB")
+    for task in ("age", "gender"):
+        result = explain(loaded, crop, task)
+        assert result.cam.shape == (150, 150) and 0.0 <= result.cam.min() <= result.cam.max() <= 1.0
+        assert result.cam.std() > 0  # a map with structure, not a constant
