@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from agekit.card import ModelCard
 from agekit.models import FaceModel, UnknownArchitecture, create_model
@@ -49,6 +50,12 @@ def _storage_tensor(tensor: torch.Tensor, is_buffer: bool, half: bool) -> torch.
     return tensor.half()
 
 
+def storage_state_dict(module: nn.Module, half: bool = True) -> dict[str, torch.Tensor]:
+    """`module`'s state dict as agekit stores it: float16 parameters (within fp16 range), float32 buffers, on CPU."""
+    buffers = {name for name, _ in module.named_buffers()}
+    return {name: _storage_tensor(t, name in buffers, half) for name, t in module.state_dict().items()}
+
+
 def save_checkpoint(folder: str | Path, model: FaceModel, card: ModelCard, half: bool = True) -> Path:
     """Write model.safetensors and config.json (card.params is filled in) into `folder`; returns the folder.
 
@@ -62,8 +69,7 @@ def save_checkpoint(folder: str | Path, model: FaceModel, card: ModelCard, half:
         raise CheckpointError(f"card describes {card.architecture} {card.tasks} shared={card.shared_backbone} but "
                               f"the model is {identity[0]} {identity[1]} shared={identity[2]}")
     folder.mkdir(parents=True, exist_ok=True)
-    buffers = {name for name, _ in model.named_buffers()}
-    tensors = {name: _storage_tensor(t, name in buffers, half) for name, t in model.state_dict().items()}
+    tensors = storage_state_dict(model, half)
     card.params = sum(p.numel() for p in model.parameters())
     partial = folder / (MODEL_FILE + ".partial")
     save_file(tensors, str(partial), metadata={"format": "pt", "architecture": card.architecture})

@@ -209,6 +209,24 @@ def test_resume_repeats_the_uninterrupted_run_exactly(tmp_path, monkeypatch) -> 
         fit(config, train, val, out_dir=tmp_path / "nothing", resume=True)
 
 
+def test_time_limit_stops_before_an_epoch_that_would_overrun_it(tmp_path, monkeypatch) -> None:
+    now = [0.0]
+    monkeypatch.setattr(engine, "time", type("Clock", (), {"perf_counter": staticmethod(lambda: now[0])}))
+    real_train_one_epoch = engine.train_one_epoch
+
+    def ten_seconds_per_epoch(*args, **kwargs):
+        now[0] += 10.0
+        return real_train_one_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "train_one_epoch", ten_seconds_per_epoch)
+    train, val = colour_coded_faces(32), colour_coded_faces(8, seed=1)
+    result = fit(tiny_config(epochs=5, time_limit_s=25, save_resume=False), train, val, out_dir=tmp_path)
+    assert len(result.history) == 2 and result.out_of_time and not result.stopped_early  # 20 s + 10 s > 25 s
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["training_log.csv"]  # no resume.pt
+    assert not fit(tiny_config(epochs=2, time_limit_s=25), train, val).out_of_time  # the schedule ended first
+    assert len(fit(tiny_config(epochs=3), train, val).history) == 3  # 0: no limit
+
+
 def test_config_rejects_unknown_keys_and_values() -> None:
     with pytest.raises(ValueError, match="unknown training config keys \\['learning_rate'\\]"):
         TrainConfig.from_dict({"learning_rate": 0.1})

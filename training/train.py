@@ -29,7 +29,7 @@ import yaml
 
 from agekit.card import ModelCard
 from agekit.checkpoint import save_checkpoint
-from agekit.engine import RESUME_FILE, FitResult, TrainConfig, fit
+from agekit.engine import RESUME_FILE, FaceData, FitResult, TrainConfig, fit
 from agekit.models.dlib_resnet import packaged_weights
 from agekit.models.pretrained import file_sha256, shipped_onet_weights
 
@@ -100,7 +100,8 @@ def build_card(config: TrainConfig, run: dict[str, Any], split_hash: str, result
     card.git_commit = git_commit()
     card.train_config = {**asdict(config), "result": {
         "epochs_run": len(result.history), "best_epoch": result.best_epoch,
-        "stopped_early": result.stopped_early, "loss_weights": result.loss_weights}}
+        "stopped_early": result.stopped_early, "out_of_time": result.out_of_time,
+        "loss_weights": result.loss_weights}}
     return card
 
 
@@ -140,6 +141,18 @@ def load_run_config(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, An
         raise SystemExit(f"{args.config}: {err}") from None
 
 
+def train_and_save(config: TrainConfig, run: dict[str, Any], train_set: FaceData, val_set: FaceData, out: Path,
+                   resume: bool = False) -> FitResult:
+    """Fit `config` on the decoded sets and (rank 0) write the checkpoint folder `out`; resume.pt is removed."""
+    result = fit(config, train_set, val_set, out_dir=out, resume=resume)
+    if result.is_main:
+        card = build_card(config, run, train_set.manifest_hash, result)
+        save_checkpoint(out, result.model, card)
+        (out / RESUME_FILE).unlink(missing_ok=True)
+        print(f"saved {out} ({card.params:,} parameters; best epoch {result.best_epoch})")
+    return result
+
+
 def main(argv: list[str] | None = None) -> Path:
     from agekit.data.dataset import (
         load_pack,  # the data layer is only needed when actually training
@@ -154,12 +167,7 @@ def main(argv: list[str] | None = None) -> Path:
     train_set, val_set = load_pack(run["pack"], "train"), load_pack(run["pack"], "val")
     if os.environ.get("RANK", "0") == "0":
         print(f"{run['name']}: {len(train_set)} train / {len(val_set)} val faces from {run['pack']} → {out}")
-    result = fit(config, train_set, val_set, out_dir=out, resume=args.resume)
-    if result.is_main:
-        card = build_card(config, run, train_set.manifest_hash, result)
-        save_checkpoint(out, result.model, card)
-        (out / RESUME_FILE).unlink(missing_ok=True)
-        print(f"saved {out} ({card.params:,} parameters; best epoch {result.best_epoch})")
+    train_and_save(config, run, train_set, val_set, out, resume=args.resume)
     return out
 
 

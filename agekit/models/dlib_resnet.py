@@ -23,6 +23,7 @@ from torch import nn
 
 from agekit.models.dlib_format import DlibFormatError, DlibLayer, read_dlib_net
 from agekit.models.registry import Backbone, PretrainedWeightsError, register_backbone
+from agekit.models.weights import load_backbone_weights, read_state_dict
 
 DLIB_MEAN = (122.782, 117.001, 104.298)  # RGB pixel means subtracted by dlib's input layer (0..255)
 DLIB_SCALE = 256.0  # dlib divides the centred pixel by 256
@@ -188,7 +189,12 @@ def packaged_weights() -> Path | None:
 
 
 def load_dlib_weights(model: DlibResNet29, path: str | Path) -> None:
-    """Load dlib's face-recognition weights from `path` into `model`; clear PretrainedWeightsError otherwise."""
+    """Load dlib's face-recognition weights from `path` into `model`; clear PretrainedWeightsError otherwise.
+    A .safetensors file is this module's own state dict (e.g. the float16 copy `training.gpu_zoo --export-weights`
+    writes for the GPU machine); anything else is read as dlib's .dat format."""
+    if Path(path).suffix == ".safetensors":
+        load_backbone_weights(model, read_state_dict(path), source=Path(path).name)
+        return
     try:
         model.load_state_dict(dlib_state_dict(model, path))
     except FileNotFoundError as err:

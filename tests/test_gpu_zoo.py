@@ -1,0 +1,125 @@
+"""training.gpu_zoo: the CPU smoke of the one-call GPU run (train, table, evaluate, bundle), its planning
+arithmetic, the compact pretrained weights it carries, and the device-size check."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from agekit.checkpoint import load_checkpoint, storage_state_dict
+from agekit.models import create_model
+from agekit.models.pretrained import shipped_onet_weights
+from training import gpu_zoo
+from training.gpu_zoo import GpuSettings, override_args, plan_epochs, share_of, summarise_history
+from training.train import parse_overrides
+
+
+def test_smoke_trains_skips_evaluates_and_bundles(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setitem(gpu_zoo.ZOO, "pretrained_onet", GpuSettings({"pretrained_weights": str(tmp_path / "no.pt")}))
+    out, bundle = tmp_path / "zoo", tmp_path / "bundle"
+    assert gpu_zoo.main(["--smoke", "--configs", "scratch_mobilenet,pretrained_onet,no_such_config",
+                         "--out", str(out), "--bundle", str(bundle)]) == 0
+    printed = capsys.readouterr().out
+    assert "skip no_such_config: training/configs/no_such_config.yaml not found" in printed
+    assert f"skip pretrained_onet: {tmp_path / 'no.pt'} not found; write it with python -m training.gpu_zoo " \
+           "--export-weights" in printed
+    assert "gpu_zoo: 1 trained, 0 failed, 2 skipped" in printed
+
+    folder = out / "checkpoints" / "scratch_mobilenet"
+    card = json.loads((folder / "config.json").read_text())
+    trained = card["train_config"]
+    assert (trained["epochs"], trained["patience"], trained["batch_size"], trained["channels_last"]) == (1, 0, 8, True)
+    assert trained["time_limit_s"] > 0 and not trained["save_resume"] and card["input_size"] == 112
+    assert load_checkpoint(folder).card.name == "scratch_mobilenet"
+    assert not (folder / "resume.pt").exists()
+
+    table = pd.read_csv(out / "throughput.csv")
+    assert table["name"].tolist() == ["scratch_mobilenet"] and table.loc[0, "epochs_run"] == 1
+    assert table.loc[0, "images_per_s"] > 0 and table.loc[0, "checkpoint_mib"] < 16
+    metrics = json.loads((folder / "eval" / "metrics.json").read_text())
+    assert metrics["data"]["n_evaluated"] == gpu_zoo.SMOKE_SPLITS["test"] and metrics["data"]["pack"].endswith(
+        "smoke.safetensors")
+    assert metrics["data"]["hash_match"] and metrics["data"]["decode_size"] == 48
+
+    parts = sorted(bundle.glob("results.tar.gz.part*"))
+    assert parts and (bundle / "throughput.md").read_text() == (out / "throughput.md").read_text()
+    joined = tmp_path / "joined.tar.gz"
+    joined.write_bytes(b"".join(p.read_bytes() for p in parts))
+    with tarfile.open(joined) as tar:
+        names = set(tar.getnames())
+    assert {"./throughput.csv", "./checkpoints/scratch_mobilenet/model.safetensors",
+            "./checkpoints/scratch_mobilenet/eval/metrics.json", "./checkpoints/leaderboard.csv"} <= names
+
+
+def test_bundle_parts_respect_the_size_and_warn_over_the_file_count(tmp_path, capsys) -> None:
+    source = tmp_path / "out"
+    source.mkdir()
+    (source / "noise.bin").write_bytes(torch.randint(0, 256, (40_000,), dtype=torch.uint8).numpy().tobytes())
+    parts = gpu_zoo.write_bundle(source, tmp_path / "bundle", part_bytes=4_000)
+    assert len(parts) > 8 and all(p.stat().st_size <= 4_000 for p in parts)
+    assert "more than the device returns (8 files, 64 MiB)" in capsys.readouterr().out
+    joined = tmp_path / "joined.tar.gz"
+    joined.write_bytes(b"".join(p.read_bytes() for p in parts))
+    with tarfile.open(joined) as tar:
+        assert tar.extractfile("./noise.bin").read() == (source / "noise.bin").read_bytes()
+
+
+def test_epoch_plan_and_time_shares() -> None:
+    # one epoch = 1.15 x (10,000 train + 3,000 / 3 validation images) / 1,000 images/s = 12.65 s
+    assert plan_epochs(100, 1000, 10_000, 3_000, max_epochs=60) == 7
+    assert plan_epochs(100, 1000, 10_000, 3_000, max_epochs=5) == 5
+    assert plan_epochs(1, 1000, 10_000, 3_000, max_epochs=60, min_epochs=2) == 2
+    assert share_of(300, 2.0, 4.0) == 150 and share_of(-5, 1.0, 1.0) == 0
+
+
+def test_history_summary_leaves_out_the_warm_up_epoch() -> None:
+    rows = [{"images_per_s": 10.0, "seconds": 9.0, "val_age_mae": 7.0},
+            {"images_per_s": 100.0, "seconds": 1.0, "val_age_mae": 6.0},
+            {"images_per_s": 120.0, "seconds": 0.8, "val_age_mae": 6.5}]
+    assert summarise_history(rows) == {"images_per_s": 110.0, "seconds_per_epoch": 0.9, "best_val_age_mae": 6.0}
+    assert summarise_history(rows[:1])["images_per_s"] == 10.0
+
+
+def test_overrides_survive_the_training_command_line() -> None:
+    overrides = {"lr": 0.003, "pretrained_weights": None, "tasks": ["age"], "device": "cuda", "amp": True}
+    args = override_args(overrides)
+    assert args == ["lr=0.003", "pretrained_weights=", 'tasks=["age"]', 'device="cuda"', "amp=true"]
+    assert parse_overrides(args) == overrides
+
+
+def test_compact_weights_load_like_the_originals(tmp_path, monkeypatch) -> None:
+    target = tmp_path / "gpu" / "onet.fp16.safetensors"
+    monkeypatch.setattr(gpu_zoo, "COMPACT_DIR", tmp_path / "gpu")
+    monkeypatch.setitem(gpu_zoo.ZOO, "pretrained_onet", GpuSettings({"pretrained_weights": str(target)}))
+    [line] = gpu_zoo.export_compact_weights(["pretrained_onet", "scratch_facecnn"])
+    assert line.startswith(f"pretrained_onet: shipped weights → {target}")
+    original = create_model("mtcnn_onet", tasks=("age",), pretrained_weights=str(shipped_onet_weights()))
+    compact = create_model("mtcnn_onet", tasks=("age",), pretrained_weights=str(target))
+    for key, value in original.backbone.state_dict().items():
+        assert torch.equal(compact.backbone.state_dict()[key], value.half().float()), key
+
+
+def test_dlib_backbone_reads_its_own_state_dict_file(tmp_path) -> None:
+    torch.manual_seed(0)
+    source = create_model("dlib_resnet29", tasks=("age",))
+    path = tmp_path / "dlib.fp16.safetensors"
+    save_file(storage_state_dict(source.backbone), str(path))
+    loaded = create_model("dlib_resnet29", tasks=("age",), pretrained_weights=str(path))
+    for key, value in source.backbone.state_dict().items():
+        assert torch.equal(loaded.backbone.state_dict()[key], value.half().float()), key
+
+
+def test_carry_report_counts_the_tree_and_the_carried_paths(tmp_path) -> None:
+    carried = tmp_path / "pack.bin"
+    carried.write_bytes(b"x" * gpu_zoo.MIB)
+    total, report = gpu_zoo.carry_report([str(carried)])
+    tree = int(float(report.splitlines()[0].split()[2]) * gpu_zoo.MIB)
+    assert abs(total - tree - gpu_zoo.MIB) < 0.01 * gpu_zoo.MIB
+    assert report.splitlines()[-1].endswith("fits")
+    with pytest.raises(SystemExit, match="does not exist"):
+        gpu_zoo.carry_report([str(tmp_path / "missing")])
