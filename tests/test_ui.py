@@ -350,7 +350,7 @@ def test_error_tab_without_a_dataset_shows_the_shipped_test_faces(packed_ctx: Ap
     pixels, caption = items[0]
     assert isinstance(pixels, np.ndarray) and np.array_equal(pixels, shipped.image(files[0]))  # arrays, no paths
     assert pixels.shape == (TEST_FACES_SIZE, TEST_FACES_SIZE, 3) and " y → " in caption
-    assert status.startswith("24 test faces for tiny_multi") and error_analysis.PACKED_FACES in status
+    assert status.startswith("24 test faces for tiny_multi") and "the 112 px test faces shipped with agekit" in status
     assert "missing" not in status
 
     face, table, cams, status = error_analysis.explain_test_face(packed_ctx, "tiny_multi", "gender", "GradCAM",
@@ -365,7 +365,7 @@ def test_error_tab_falls_back_to_the_shipped_faces_when_the_server_folder_is_unu
     broken = replace(packed_ctx, data_root=str(tmp_path / "missing"))
     with caplog.at_level(logging.WARNING, logger="agekit.ui"):
         status = error_analysis.on_show_faces(broken, "tiny_multi", "gender", "most confident mistakes", None, None)[2]
-    assert error_analysis.PACKED_FACES in status and "does not exist" in caplog.text
+    assert "test faces shipped with agekit" in status and "does not exist" in caplog.text
     with pytest.raises(ValueError, match="is not among"):
         error_analysis.explain_test_face(packed_ctx, "tiny_multi", "gender", "GradCAM", ["../../etc/passwd"], 0)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from agekit.data.test_faces import TEST_FACES_SIZE
 from agekit.explain import CAM_METHODS
 from agekit.ui import api, compare, error_analysis, testset
 from agekit.ui.context import AppContext
@@ -168,8 +169,8 @@ def _error_analysis_tab(ctx: AppContext) -> None:
     names = error_analysis.models_with_predictions(root, testset.model_choices(root, ctx.model_names))
     first = testset.default_model(root, names)
     gr.Markdown("Which test faces does a model get wrong? The faces are UTKFace's test split (shipped with "
-                "the app at 112 px unless the server has the dataset; licence: non-commercial research only); "
-                "click one to compare every model's prediction and Grad-CAM on it.")
+                f"the app at {TEST_FACES_SIZE} px unless the server has the dataset; licence: non-commercial research "
+                "only); click one to compare every model's prediction and Grad-CAM on it.")
     with gr.Row():
         model = gr.Dropdown(names, value=first, label="model")
         task = gr.Radio(list(error_analysis.TASKS_UI), value="age bins", label="task")

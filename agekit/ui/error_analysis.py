@@ -34,7 +34,7 @@ MAX_GALLERY = 24  # images decoded per request: keeps the tab responsive on 2 vC
 TASKS_UI = ("age bins", "gender", "ethnicity")
 MODES = ("confusion cell", "largest age errors", "most confident mistakes")
 MODEL_TABLE_COLUMNS = ("model", "age (years)", "age bin", "gender", "ethnicity")
-PACKED_FACES = "the 112 px test faces shipped with agekit"
+PACKED_FACES = "the {size} px test faces shipped with agekit"  # .format(size=the pack's image side)
 FOLDER_FACES = "full-size faces from the server's UTKFace folder"
 
 log = logging.getLogger("agekit.ui")
@@ -148,7 +148,7 @@ class FaceSource:
     """The tab's test faces and how the page names them."""
 
     faces: FolderFaces | PackedFaces
-    description: str  # PACKED_FACES or FOLDER_FACES
+    description: str  # PACKED_FACES (formatted) or FOLDER_FACES
 
 
 @functools.lru_cache(maxsize=4)
@@ -163,7 +163,8 @@ def face_source(data_root: str = "") -> FaceSource:
             return FaceSource(FolderFaces(resolve_data_root(data_root)), FOLDER_FACES)
         except DataRootError as err:  # a server misconfiguration: logged, the shipped faces still work
             log.warning("AGEKIT_UTKFACE is not usable, the Error-analysis tab uses the shipped faces: %s", err)
-    return FaceSource(load_test_faces(), PACKED_FACES)
+    packed = load_test_faces()
+    return FaceSource(packed, PACKED_FACES.format(size=packed.pack.size))
 
 
 def face_gallery(source: FaceSource, rows: pd.DataFrame, task: str,
