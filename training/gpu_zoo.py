@@ -362,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bundle", type=Path, help="also write the results as ≤ 15 MiB parts here (the device's $OUT)")
     parser.add_argument("--configs", default=",".join(ZOO), help="comma-separated config names (default: the zoo)")
     parser.add_argument("--budget-s", type=float, default=480.0, help="wall seconds for everything (default 480)")
-    parser.add_argument("--eval-reserve-s", type=float, default=90.0, help="seconds kept for the evaluation")
+    parser.add_argument("--eval-reserve-s", type=float, default=60.0, help="seconds kept for the evaluation")
     parser.add_argument("--compile", default="", help="comma-separated config names to train under torch.compile")
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny synthetic pack, one epoch per model")
     parser.add_argument("--export-weights", action="store_true",
@@ -401,7 +401,8 @@ def run_zoo(args: argparse.Namespace, names: list[str], pack: str, manifest: str
     print("\n" + write_throughput(rows, args.out, device_name).read_text())
     results = evaluate_checkpoints(EvalOptions(
         checkpoints=args.out / "checkpoints", pack=pack, manifest=manifest, models=[row["name"] for row in rows],
-        threads=mode.workers, latency_runs=mode.latency_runs, latency_warmup=min(2, mode.latency_runs)))
+        threads=mode.workers, device=mode.common["device"], latency_runs=mode.latency_runs,
+        latency_warmup=min(2, mode.latency_runs)))
     print("\n" + summary_table(results))
     print(f"\ngpu_zoo: {len(rows)} trained, {len(entries) - len(rows)} failed, {len(skipped)} skipped; "
           f"{args.budget_s - (deadline - time.perf_counter()):.0f} s of the {args.budget_s:.0f} s budget")
