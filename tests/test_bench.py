@@ -10,9 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
+from bench.big_photos import phone_jpeg
 from bench.load_test import (
     LoadResult,
     QueueSetting,
@@ -207,6 +209,14 @@ def test_benchmark_photos_have_the_promised_sizes(tmp_path: Path) -> None:
         assert large.size == LARGE_SIZE and small.size == SMALL_SIZE and large.format == "JPEG"
 
 
+def test_phone_photo_is_a_grainy_jpeg_of_the_asked_size(tmp_path: Path) -> None:
+    path = phone_jpeg((800, 600), tmp_path / "phone.jpg")
+    with Image.open(path) as image:
+        assert image.format == "JPEG" and image.size == (800, 600)
+        pixels = np.asarray(image.convert("L"), dtype=float)
+    assert np.abs(np.diff(pixels, axis=1)).mean() > 2  # grain: neighbouring pixels differ, as in a real photo
+
+
 def test_copy_checkpoints_takes_only_weights_and_config(tmp_path: Path) -> None:
     source, target = tmp_path / "src", tmp_path / "dst"
     for name in ("a", "b"):
@@ -221,7 +231,7 @@ def test_copy_checkpoints_takes_only_weights_and_config(tmp_path: Path) -> None:
 
 
 def test_cli_help_runs() -> None:
-    for module in ("bench.speed", "bench.load_test", "bench.smoke_app"):
+    for module in ("bench.speed", "bench.load_test", "bench.smoke_app", "bench.big_photos"):
         done = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, check=False,
                               cwd=Path(__file__).resolve().parents[1], timeout=60)
         assert done.returncode == 0 and "usage:" in done.stdout, done.stderr
