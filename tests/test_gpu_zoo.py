@@ -54,6 +54,8 @@ def test_smoke_trains_skips_evaluates_and_bundles(tmp_path, monkeypatch, capsys)
         names = set(tar.getnames())
     assert {"./throughput.csv", "./checkpoints/scratch_mobilenet/model.safetensors",
             "./checkpoints/scratch_mobilenet/eval/metrics.json", "./checkpoints/leaderboard.csv"} <= names
+    with pytest.raises(SystemExit, match="is not empty"):  # stale checkpoints would join the leaderboard
+        gpu_zoo.main(["--smoke", "--configs", "scratch_mobilenet", "--out", str(out)])
 
 
 def test_bundle_parts_respect_the_size_and_warn_over_the_file_count(tmp_path, capsys) -> None:

@@ -11,7 +11,7 @@ training.train.train_and_save; engine.fit stops at the share if the estimate was
 validation epoch. A config whose file or pretrained-weights file is missing is skipped with one line. Then
 evaluation.evaluate scores every checkpoint on the pack's test split.
 
---out (default runs/gpu_zoo) receives checkpoints/<name>/ (fp16 model.safetensors, config.json,
+--out (an empty folder; default runs/gpu_zoo, or a temporary one for --smoke) receives checkpoints/<name>/ (fp16 model.safetensors, config.json,
 training_log.csv, eval/), checkpoints/leaderboard.csv and throughput.csv / throughput.md. --bundle DIR (the
 device's $OUT) also gets that folder as results.tar.gz cut into 15 MiB parts plus throughput.md, because the
 device returns at most 8 files of at most 16 MiB each; join them with `cat results.tar.gz.part* | tar -xz`.
@@ -358,7 +358,8 @@ def train_zoo(entries: list[ZooEntry], pack: str, out: Path, deadline: float, ev
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pack", help="face pack (with train, val and test splits); --smoke builds a tiny one")
-    parser.add_argument("--out", type=Path, default=Path("runs/gpu_zoo"), help="folder for checkpoints and tables")
+    parser.add_argument("--out", type=Path, help="empty folder for checkpoints and tables (default runs/gpu_zoo; "
+                        "--smoke: a temporary one)")
     parser.add_argument("--bundle", type=Path, help="also write the results as ≤ 15 MiB parts here (the device's $OUT)")
     parser.add_argument("--configs", default=",".join(ZOO), help="comma-separated config names (default: the zoo)")
     parser.add_argument("--budget-s", type=float, default=480.0, help="wall seconds for everything (default 480)")
@@ -383,8 +384,12 @@ class RunMode:
     latency_runs: int
 
 
-def run_zoo(args: argparse.Namespace, names: list[str], pack: str, manifest: str | None, mode: RunMode) -> int:
-    """Resolve, train, tabulate and evaluate; returns the number of configs trained."""
+def run_zoo(args: argparse.Namespace, names: list[str], pack: str, manifest: str | None, out: Path,
+            mode: RunMode) -> int:
+    """Resolve, train, tabulate, evaluate and (with --bundle) bundle into the empty folder `out`; returns the
+    number of configs trained."""
+    if out.is_dir() and any(out.iterdir()):  # stale checkpoints would join the leaderboard and the bundle
+        raise SystemExit(f"--out {out} is not empty (an earlier run?): remove it or pass another --out")
     deadline = time.perf_counter() + args.budget_s
     read_pack(pack)  # a missing or foreign file fails here with PackError's message, before any training
     entries, skipped = resolve_zoo(names, pack, mode.common, mode.max_epochs)
@@ -393,19 +398,23 @@ def run_zoo(args: argparse.Namespace, names: list[str], pack: str, manifest: str
     compiled = {n.strip() for n in args.compile.split(",") if n.strip()}
     for entry in entries:
         entry.config.compile = entry.name in compiled
-    args.out.mkdir(parents=True, exist_ok=True)
-    rows = train_zoo(entries, pack, args.out, deadline, args.eval_reserve_s, mode.probe_steps, mode.workers)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = train_zoo(entries, pack, out, deadline, args.eval_reserve_s, mode.probe_steps, mode.workers)
     if not rows:
         raise SystemExit("no config trained; see the skip / failed lines above")
     device_name = torch.cuda.get_device_name() if mode.common["device"] == "cuda" else "cpu"
-    print("\n" + write_throughput(rows, args.out, device_name).read_text())
+    print("\n" + write_throughput(rows, out, device_name).read_text())
     results = evaluate_checkpoints(EvalOptions(
-        checkpoints=args.out / "checkpoints", pack=pack, manifest=manifest, models=[row["name"] for row in rows],
+        checkpoints=out / "checkpoints", pack=pack, manifest=manifest, models=[row["name"] for row in rows],
         threads=mode.workers, device=mode.common["device"], latency_runs=mode.latency_runs,
         latency_warmup=min(2, mode.latency_runs)))
     print("\n" + summary_table(results))
     print(f"\ngpu_zoo: {len(rows)} trained, {len(entries) - len(rows)} failed, {len(skipped)} skipped; "
           f"{args.budget_s - (deadline - time.perf_counter()):.0f} s of the {args.budget_s:.0f} s budget")
+    if args.bundle:
+        parts = write_bundle(out, args.bundle)
+        print(f"bundle: {len(parts)} part(s) in {args.bundle}; join with "
+              f"cat {BUNDLE_NAME}.part* | tar -xz -C runs/gpu_zoo")
     return len(rows)
 
 
@@ -423,17 +432,15 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="gpu_zoo_smoke_") as tmp:
             pack = args.pack or str(write_smoke_pack(Path(tmp)))
             manifest = None if args.pack else str(Path(tmp) / "manifest.csv")
-            run_zoo(args, names, pack, manifest, RunMode(SMOKE_COMMON, 1, 1, 1, 1))
+            out = args.out or Path(tmp) / "out"  # a smoke leaves nothing behind unless asked to
+            run_zoo(args, names, pack, manifest, out, RunMode(SMOKE_COMMON, 1, 1, 1, 1))
     else:
         if not args.pack:
             raise SystemExit("--pack is required (or --smoke); see the README section 'Training on a GPU'")
         if not torch.cuda.is_available():
             raise SystemExit("no CUDA GPU visible; use --smoke for the CPU check")
-        run_zoo(args, names, args.pack, None, RunMode(GPU_COMMON, None, PROBE_STEPS, os.cpu_count() or 1, 5))
-    if args.bundle:
-        parts = write_bundle(args.out, args.bundle)
-        print(f"bundle: {len(parts)} part(s) in {args.bundle}; join with "
-              f"cat {BUNDLE_NAME}.part* | tar -xz -C runs/gpu_zoo")
+        run_zoo(args, names, args.pack, None, args.out or Path("runs/gpu_zoo"),
+                RunMode(GPU_COMMON, None, PROBE_STEPS, os.cpu_count() or 1, 5))
     return 0
 
 
