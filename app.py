@@ -7,7 +7,7 @@ Environment:
   AGEKIT_PRELOAD_EXAMPLE  1: analyse the first example photo at start (screenshots, demos)
   AGEKIT_TAB              compare | testset | errors: the tab open on page load
   AGEKIT_TORCH_THREADS    torch intra-op threads (default 1)
-  AGEKIT_CONCURRENCY      model requests served at once (default 2, chosen with `python -m bench.load_test`)
+  AGEKIT_CONCURRENCY      page model requests served at once (default 2, chosen with `python -m bench.load_test`)
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from agekit.ui import AppContext, build_app
+from agekit.ui import PAGE_CSS, AppContext, build_app, launch
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 # Small models on a 2-vCPU Space: one intra-op thread avoids OpenMP oversubscription (seen here: MTCNN
@@ -36,7 +36,8 @@ demo = build_app(context, preload_example=os.environ.get("AGEKIT_PRELOAD_EXAMPLE
 
 if __name__ == "__main__":
     port = os.environ.get("GRADIO_SERVER_PORT") or os.environ.get("PORT") or "7860"
-    # 2 vCPUs: two model requests at a time measured best (load test: +15% throughput, lower p95 than 1);
-    # Grad-CAM runs one at a time behind its own lock; the rest waits in a bounded queue.
+    # 2 vCPUs: two page model requests at a time measured best (load test: +15% throughput, lower p95 than 1);
+    # API calls get their own slot, Grad-CAM runs one at a time behind its own lock; the rest waits in a bounded
+    # queue. Upload, session and cache limits: agekit/ui/serving.py.
     concurrency = int(os.environ.get("AGEKIT_CONCURRENCY", "2"))
-    demo.queue(default_concurrency_limit=concurrency, max_size=32).launch(server_port=int(port))
+    launch(demo, port=int(port), page_concurrency=concurrency, css=PAGE_CSS)

@@ -1,7 +1,8 @@
 """Benchmark photos composed from the committed examples/ images (no dataset needed).
 
 The public-domain astronaut portrait (512x512) is upscaled and pasted on a textured canvas, giving a
-one-face photo at phone-camera size; the 640 px photo is the same scene at the detector's working size.
+one-face photo at phone-camera size; the 640 px photo is the same scene at the detector's working size;
+`group_photo` puts five faces on a 1920x1280 photo.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image, ImageFilter, ImageOps
 
 from bench.server import REPO_ROOT
 
@@ -35,6 +36,18 @@ def portrait_photo(size: tuple[int, int] = LARGE_SIZE, source: Path = ASTRONAUT,
     side = round(0.8 * size[1])
     portrait = portrait.resize((side, side * portrait.height // portrait.width), Image.Resampling.BICUBIC)
     canvas.paste(portrait, (size[0] // 3 - side // 2 + size[0] // 8, (size[1] - portrait.height) // 2))
+    return canvas
+
+
+def group_photo(size: tuple[int, int] = LARGE_SIZE) -> Image.Image:
+    """Five faces on a photo of `size`: the multi-face example (4 faces) scaled to the full width at the top, and a
+    mirrored UTKFace example face (220 px) in the free bottom-right corner."""
+    canvas = textured_canvas(size, seed=3)
+    with Image.open(GROUP) as group:
+        top = group.convert("RGB").resize((size[0], size[0] * group.height // group.width), Image.Resampling.BICUBIC)
+    canvas.paste(top, (0, 0))
+    face = ImageOps.mirror(Image.open(FACE_CROPS[1]).convert("RGB")).resize((220, 220), Image.Resampling.BICUBIC)
+    canvas.paste(face, (size[0] - 270, size[1] - 240))
     return canvas
 
 

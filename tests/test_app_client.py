@@ -6,13 +6,17 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
 from agekit.labels import UTK7
-from agekit.ui import AppContext, build_app
+from agekit.ui import AppContext, build_app, launch
+from agekit.ui.guard import MAX_MESSAGE_CHARS
+from agekit.ui.serving import MAX_UPLOAD_BYTES
+from bench.gradio_wire import WireClient, event_index
 
 ASTRONAUT = Path(__file__).resolve().parents[1] / "examples" / "nasa_astronaut_eileen_collins.jpg"
 
@@ -38,9 +42,8 @@ def client(tmp_path_factory: pytest.TempPathFactory, save_tiny) -> Iterator[Clie
     root = tmp_path_factory.mktemp("checkpoints")
     save_tiny(root / "tiny", widths=(8, 16))
     demo = build_app(AppContext.create(root, examples_dir=None))
-    demo.queue(default_concurrency_limit=1)
     port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    launch(demo, port=port, page_concurrency=1, host="127.0.0.1", prevent_thread_lock=True, quiet=True)
     try:
         yield Client(f"http://127.0.0.1:{port}/", verbose=False)
     finally:
@@ -65,7 +68,7 @@ def test_explain_endpoint_returns_an_overlay_image(client: Client, photo: Path) 
     path = client.predict(image=handle_file(str(photo)), face=1, model="tiny", task="age", method="GradCAM",
                           api_name="/explain")
     overlay = Image.open(path)
-    assert overlay.mode == "RGB" and overlay.size == (200, 200)
+    assert overlay.mode == "RGB" and overlay.size == (32, 32)  # the crop at the model's input size
 
 
 def test_non_image_upload_returns_the_clear_message(client: Client, tmp_path: Path) -> None:
@@ -73,3 +76,32 @@ def test_non_image_upload_returns_the_clear_message(client: Client, tmp_path: Pa
     fake.write_text("not an image")
     with pytest.raises(Exception, match="not an image format I can read"):
         client.predict(handle_file(str(fake)), api_name="/predict")
+
+
+def test_api_info_lists_only_predict_and_explain(client: Client) -> None:
+    assert set(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == {"/predict", "/explain"}
+
+
+def test_uploads_over_the_limit_are_refused(client: Client, tmp_path: Path) -> None:
+    big = tmp_path / "big.png"
+    with big.open("wb") as handle:
+        handle.truncate(MAX_UPLOAD_BYTES + 1)
+    with WireClient(client.src) as wire, pytest.raises(httpx.HTTPStatusError) as refused:
+        wire.upload(big)
+    assert refused.value.response.status_code == 413
+
+
+def test_long_input_comes_back_capped(client: Client, photo: Path) -> None:
+    with pytest.raises(Exception, match="unknown model 'xxxx") as caught:
+        client.predict(image=handle_file(str(photo)), face=1, model="x" * 50_000, task="age", method="GradCAM",
+                       api_name="/explain")
+    assert len(str(caught.value)) < MAX_MESSAGE_CHARS + 100
+
+
+def test_gradios_own_errors_reach_the_caller_as_a_message(client: Client) -> None:
+    # a private page event called by fn_index with a file the server never received: Gradio itself refuses it
+    with WireClient(client.src) as wire:
+        fn_index = event_index(wire.config(), "analyse_photo")
+        answer = wire.call(fn_index, [{"path": "/etc/" + "p" * 5000, "meta": {"_type": "gradio.FileData"}}])
+    assert not answer.ok and isinstance(answer.error, str) and answer.error
+    assert len(answer.error) < MAX_MESSAGE_CHARS + 100

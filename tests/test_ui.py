@@ -10,6 +10,7 @@ import base64
 import io
 import json
 import logging
+import pickle
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -27,9 +28,12 @@ from agekit.data.dataset import FaceTensors, load_pack
 from agekit.data.test_faces import TEST_FACES_PACK, TEST_FACES_SIZE, load_test_faces
 from agekit.faces import BOX_COLOURS, FaceCrop, FaceDetector
 from agekit.labels import UTK7
+from agekit.predict import Prediction
 from agekit.training_log import LOG_FILE, write_log
-from agekit.ui import AppContext, api, build_app, compare, error_analysis, testset
-from agekit.ui.guard import guarded, user_message
+from agekit.ui import AppContext, api, build_app, compare, error_analysis, serving, testset
+from agekit.ui.blocks import PAGE_ANALYSE_EVENT
+from agekit.ui.guard import MAX_MESSAGE_CHARS, guarded, user_message
+from agekit.ui.model_info import ranking_mae
 from evaluation.evaluate import EvalOptions, evaluate_model, write_leaderboard
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,9 +101,20 @@ def analysis(ctx: AppContext, workspace: dict[str, Path]) -> compare.FaceAnalysi
 # ---------------------------------------------------------------- start-up
 
 def test_broken_checkpoint_is_reported_and_the_rest_load(ctx: AppContext) -> None:
-    assert ctx.model_names == ["tiny_gender", "tiny_multi"]  # scratch before multitask
     assert "model broken failed to load:" in ctx.banner_markdown()
-    assert ctx.model_title("tiny_multi") == "tiny_multi (multitask)"
+
+
+def test_models_are_listed_best_first_with_the_headline_starred(ctx: AppContext) -> None:
+    # tiny_multi has a committed evaluation (ranked by its test age MAE); tiny_gender has none, so it comes after
+    assert set(ctx.ranking) == {"tiny_multi"} and ctx.model_names == ["tiny_multi", "tiny_gender"]
+    assert ctx.headline_model == "tiny_multi"
+    assert ctx.model_title("tiny_multi") == "★ tiny_multi (multitask)"
+    assert ctx.model_title("tiny_gender") == "tiny_gender (scratch)"
+    assert f"★ tiny_multi is the headline model (MAE {ctx.ranking['tiny_multi']:.2f} years)" in ctx.ranking_markdown()
+    report = {"metrics": {"headline": {"age_mae": 4.5, "gender_accuracy": 0.9}}}
+    assert ranking_mae(report) == 4.5
+    assert ranking_mae({"metrics": {"headline": {"gender_accuracy": 0.9}}}) is None  # gender-only model
+    assert ranking_mae({"metrics": {"headline": {"age_mae": float("nan")}}}) is None and ranking_mae(None) is None
 
 
 def test_missing_checkpoint_folder_gives_a_banner_not_a_crash(tmp_path: Path, detector: FaceDetector) -> None:
@@ -109,10 +124,16 @@ def test_missing_checkpoint_folder_gives_a_banner_not_a_crash(tmp_path: Path, de
     assert isinstance(demo, gr.Blocks)
 
 
-def test_blocks_expose_named_predict_and_explain_endpoints(ctx: AppContext) -> None:
+def test_api_lists_only_predict_and_explain_every_other_event_is_private(ctx: AppContext) -> None:
     demo = build_app(ctx, preload_example=True, selected_tab="testset")
-    api_names = {fn.api_name for fn in demo.fns.values()}
-    assert {"predict", "explain"} <= api_names
+    assert set(demo.get_api_info()["named_endpoints"]) == {"/predict", "/explain"}
+    assert set(demo.get_api_info(all_endpoints=True)["named_endpoints"]) == {"/predict", "/explain"}
+    public = {fn.api_name for fn in demo.fns.values() if fn.api_visibility != "private"}
+    assert public == {"predict", "explain"}
+    # the API has its own queue slots; the page's model events share theirs
+    by_name = {fn.api_name: fn for fn in demo.fns.values()}
+    assert by_name["predict"].concurrency_id == by_name["explain"].concurrency_id == serving.API_MODELS
+    assert by_name[PAGE_ANALYSE_EVENT].concurrency_id == serving.PAGE_MODELS
     with pytest.raises(ValueError, match="unknown tab"):
         build_app(ctx, selected_tab="nope")
 
@@ -125,14 +146,16 @@ def test_on_image_detects_one_face_and_every_model_predicts(ctx: AppContext, wor
     assert face_update["choices"] == ["Face 1"] and face_update["value"] == "Face 1"
     assert status.startswith("Found 1 face")
     assert set(state.predictions) == {"tiny_gender", "tiny_multi"}
+    # the session keeps no photo, and its face crops at the largest model input (32 px here)
+    assert state.annotated is None and state.faces[0].image.size == (ctx.crop_side, ctx.crop_side) == (32, 32)
 
-    values = compare.on_face(ctx, state, "Face 1")
-    # tiny_gender: summary + gender label; tiny_multi: summary + age bars + gender + ethnicity
-    assert len(values) == 2 + 4
-    gender_only, multi = values[:2], values[2:]
+    note, *values = compare.on_face(ctx, state, "Face 1")
+    # tiny_multi (ranked first): summary + age bars + gender + ethnicity; tiny_gender: summary + gender label
+    assert len(values) == 4 + 2 and isinstance(note, str)
+    multi, gender_only = values[:4], values[4:]
     assert gender_only[0].startswith("#### tiny_gender (scratch)") and "age" not in gender_only[0]
     assert set(gender_only[1]) == {"male", "female"} and sum(gender_only[1].values()) == pytest.approx(1, abs=1e-5)
-    assert "age ≈" in multi[0] and "years" in multi[0]
+    assert "age ≈" in multi[0] and "years" in multi[0] and multi[0].startswith("#### ★ tiny_multi")
     bars = multi[1].data[0]
     assert list(bars.x) == list(UTK7.names) and sum(bars.y) == pytest.approx(1, abs=1e-5)
     assert set(multi[3]) == {"White", "Black", "Asian", "Indian", "Others"}
@@ -174,7 +197,7 @@ def test_cleared_image_clears_outputs(ctx: AppContext) -> None:
     annotated, face_update, state, status = compare.on_image(ctx, None)
     assert annotated is None and state is None and status == "" and face_update["visible"] is False
     values = compare.on_face(ctx, None, None)
-    assert values[0] == "#### tiny_gender (scratch)" and values[1] is None
+    assert values[0] == "" and values[1] == "#### ★ tiny_multi (multitask)" and values[2] is None
 
 
 def test_non_image_upload_gives_a_clear_message(ctx: AppContext, tmp_path: Path) -> None:
@@ -197,7 +220,7 @@ def test_gradcam_gallery_covers_every_model_and_task(ctx: AppContext, analysis: 
     captions = [caption for _, caption in gallery]
     assert len(gallery) == 1 + 3 and status.startswith("Grad-CAM (GradCAM) of face 1")
     assert f"4. {gallery[3][1]}" in status  # full captions listed under the thumbnails
-    assert captions[0].startswith("tiny_gender · gender: score of the predicted class")
+    assert captions[-1].startswith("tiny_gender · gender: score of the predicted class")  # best-ranked first
     age_caption = next(c for c in captions if c.startswith("tiny_multi · age"))
     assert "probability of the predicted age bin" in age_caption
     assert any(name in age_caption for name in UTK7.names)
@@ -213,6 +236,8 @@ def test_gradcam_errors_are_messages(ctx: AppContext, analysis: compare.FaceAnal
     assert compare.on_explain(ctx, None, None, "GradCAM", "age") == ([], no_face)
     gallery, status = compare.on_explain(ctx, analysis, "Face 1", "NoSuchCAM", "age")
     assert gallery == [] and "unknown CAM method" in status
+    assert compare.on_explain(ctx, analysis, "Face 9", "GradCAM", "age") == (
+        [], "⚠️ face 9 does not exist: the photo has faces 1..1")
 
 
 # ---------------------------------------------------------------- API functions
@@ -220,7 +245,7 @@ def test_gradcam_errors_are_messages(ctx: AppContext, analysis: compare.FaceAnal
 def test_predict_json_lists_faces_boxes_and_every_model(ctx: AppContext, workspace: dict[str, Path]) -> None:
     result = api.predict_json(ctx, str(workspace["photo"]))
     json.dumps(result)  # JSON-ready
-    assert result["models"] == ["tiny_gender", "tiny_multi"] and "broken" in result["model_failures"]
+    assert result["models"] == ["tiny_multi", "tiny_gender"] and "broken" in result["model_failures"]
     (face,) = result["faces"]
     assert face["face"] == 1 and len(face["box"]) == 4 and 0 < face["score"] <= 1
     multi = face["predictions"]["tiny_multi"]
@@ -239,6 +264,79 @@ def test_explain_overlay_and_its_errors(ctx: AppContext, workspace: dict[str, Pa
         api.explain_overlay(ctx, photo, 1, "nope", "age", "GradCAM")
     with pytest.raises(gr.Error, match="model tiny_gender predicts gender, not 'age'"):
         api.explain_endpoint(ctx, photo, 1, "tiny_gender", "age", "GradCAM")
+    with pytest.raises(gr.Error, match="face must be a whole face number"):
+        api.explain_endpoint(ctx, photo, 1.5, "tiny_multi", "age", "GradCAM")
+    with pytest.raises(gr.Error, match="face must be a face number"):
+        api.explain_endpoint(ctx, photo, None, "tiny_multi", "age", "GradCAM")
+
+
+def test_explain_runs_one_detection_and_one_models_cams_only(ctx: AppContext, workspace: dict[str, Path],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_prediction(*args: object) -> None:
+        raise AssertionError("explain must not run every model")
+
+    monkeypatch.setattr(ctx.zoo, "predict", no_prediction)
+    side = ctx.crop_side  # the crop the page's Grad-CAM explains, not the 200 px one
+    age = api.explain_overlay(ctx, str(workspace["photo"]), 1, "tiny_multi", "age", "GradCAM")
+    assert age.shape == (side, side, 3)
+    # "all", as the page offers: the model's tasks side by side, in its task order
+    every = api.explain_overlay(ctx, str(workspace["photo"]), 1, "tiny_multi", "all", "GradCAM")
+    assert every.shape == (side, 3 * side, 3) and np.array_equal(every[:, :side], age)
+    with pytest.raises(ValueError, match="unknown task 'height'"):
+        api.explain_overlay(ctx, str(workspace["photo"]), 1, "tiny_multi", "height", "GradCAM")
+
+
+def test_error_messages_quoting_a_long_input_are_capped(ctx: AppContext, workspace: dict[str, Path]) -> None:
+    with pytest.raises(gr.Error) as caught:
+        api.explain_endpoint(ctx, str(workspace["photo"]), 1, "x" * 100_000, "age", "GradCAM")
+    message = caught.value.message
+    assert message.startswith("unknown model 'xxx") and len(message) < MAX_MESSAGE_CHARS + 60
+    assert message.endswith("more characters not shown)")
+    assert user_message(ValueError("short")) == "short"
+
+
+# ---------------------------------------------------------------- session state and page polish
+
+def test_a_39_megapixel_photo_leaves_a_small_session_state(ctx: AppContext, tmp_path: Path) -> None:
+    big = Image.new("RGB", (7200, 5400), (90, 120, 150))
+    big.paste(Image.open(ASTRONAUT).convert("RGB").resize((2400, 2400)), (2400, 1500))
+    path = tmp_path / "big.jpg"
+    big.save(path, quality=70)
+    annotated, _, state, status, *_ = compare.on_photo(ctx, str(path))
+    assert status.startswith("Found 1 face")
+    assert max(annotated.size) == compare.ANNOTATED_MAX_SIDE  # the page gets a preview, not the photo
+    # what the session keeps: crops at model size and predictions, no image of the photo (117 MB decoded)
+    assert state.annotated is None and all(f.image.size == (32, 32) for f in state.faces)
+    assert len(pickle.dumps(state)) < 20_000
+
+
+def test_disagreement_line_on_age_spread_or_gender_split() -> None:
+    def pred(age: float | None, female: float | None) -> Prediction:
+        return Prediction("m", age=age, gender_probs=None if female is None else np.array([1 - female, female]))
+
+    assert compare.disagreement_note([pred(30, 0.9), pred(44, 0.8)], 1) == ""  # 14 years apart, all female
+    spread = compare.disagreement_note([pred(20, 0.9), pred(38, 0.8), pred(None, 0.7)], 2)
+    assert spread == ("⚠️ The models disagree strongly on face 2: their ages range from 20 to 38 years; "
+                      "trust none of them here.")
+    split = compare.disagreement_note([pred(30, 0.9), pred(31, 0.2), pred(32, 0.8)], 1)
+    assert "gender is split (2 say female, 1 say male)" in split and "ages" not in split
+    assert compare.disagreement_note([pred(30, None)], 1) == ""  # one model cannot disagree
+
+
+def test_on_face_says_when_the_models_disagree(ctx: AppContext, analysis: compare.FaceAnalysis) -> None:
+    ages = {"tiny_multi": 10.0, "tiny_gender": None}
+    swapped = {name: [replace(preds[0], age=ages[name])] for name, preds in analysis.predictions.items()}
+    agreeing = {name: [replace(preds[0], gender_probs=np.array([0.9, 0.1]))] for name, preds in swapped.items()}
+    assert compare.on_face(ctx, replace(analysis, predictions=agreeing), "Face 1")[0] == ""
+    disagreeing = {"tiny_multi": [replace(swapped["tiny_multi"][0], gender_probs=np.array([0.9, 0.1]))],
+                   "tiny_gender": [replace(swapped["tiny_gender"][0], gender_probs=np.array([0.2, 0.8]))]}
+    note = compare.on_face(ctx, replace(analysis, predictions=disagreeing), "Face 1")[0]
+    assert note.startswith("⚠️ The models disagree strongly on face 1: gender is split")
+
+
+def test_age_chart_leaves_room_for_plotlys_toolbar(analysis: compare.FaceAnalysis) -> None:
+    figure = compare.age_bin_figure(analysis.predictions["tiny_multi"][0])
+    assert figure.layout.margin.t >= compare.PLOT_TOOLBAR_PX
 
 
 # ---------------------------------------------------------------- Test-set tab

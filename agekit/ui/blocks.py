@@ -9,7 +9,7 @@ import gradio as gr
 
 from agekit.data.test_faces import TEST_FACES_SIZE
 from agekit.explain import CAM_METHODS
-from agekit.ui import api, compare, error_analysis, testset
+from agekit.ui import api, compare, error_analysis, serving, testset
 from agekit.ui.context import AppContext
 from agekit.ui.model_info import model_card_markdown, read_metrics
 
@@ -21,9 +21,15 @@ INTRO = (
     "dataset with skewed demographics — read the Test-set tab before trusting any of them."
 )
 DEFAULT_CAM_METHOD = "GradCAM"
+# Model-column titles stay on one line (cut with "…", the full title on hover) so the columns' charts line up.
+PAGE_CSS = """
+.model-title h4 { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+th, th * { white-space: nowrap; }
+"""
 
 
 TAB_IDS = ("compare", "testset", "errors")
+PAGE_ANALYSE_EVENT = "analyse_photo"  # the page's photo → annotated photo + model panels event (private; bench.e2e)
 
 
 def build_app(ctx: AppContext, preload_example: bool = False, selected_tab: str = "compare") -> gr.Blocks:
@@ -34,7 +40,7 @@ def build_app(ctx: AppContext, preload_example: bool = False, selected_tab: str 
     """
     if selected_tab not in TAB_IDS:
         raise ValueError(f"unknown tab {selected_tab!r}; choose one of {TAB_IDS}")
-    with gr.Blocks(title=TITLE) as demo:
+    with gr.Blocks(title=TITLE, delete_cache=serving.DELETE_CACHE) as demo:
         gr.Markdown(INTRO)
         gr.Markdown(ctx.banner_markdown(), visible=bool(ctx.startup_problems), elem_id="banner")
         with gr.Tabs(selected=selected_tab):
@@ -50,30 +56,33 @@ def build_app(ctx: AppContext, preload_example: bool = False, selected_tab: str 
 
 def _compare_tab(ctx: AppContext, preload: Path | None) -> None:
     # A preloaded example is analysed here, at build time, so the page opens with its results.
-    annotated_value, face_update, analysis_value, status_value = (
-        compare.on_image(ctx, str(preload)) if preload else (None, {"choices": [], "visible": False}, None, ""))
-    panel_values = iter(compare.on_face(ctx, analysis_value, face_update.get("value")))
+    annotated_value, face_update, analysis_value, status_value, disagreement_value, *first_panels = (
+        compare.on_photo(ctx, str(preload) if preload else None))
+    panel_values = iter(first_panels)
     with gr.Row():
         with gr.Column(scale=1):
             photo = gr.Image(str(preload) if preload else None, label="Photo", sources=["upload", "webcam"],
                              type="filepath", image_mode=None, height=360)
             if ctx.examples:
                 gr.Examples([[str(p)] for p in ctx.examples], inputs=[photo], cache_examples=False,
-                            label="Example photos")
+                            label="Example photos", api_visibility="private")
         with gr.Column(scale=1):
             annotated = gr.Image(annotated_value, label="Detected faces", interactive=False, height=360,
-                                 format="png")
+                                 format="jpeg")  # a shrunk JPEG: a full-size PNG took longer than the models
             face = gr.Radio(label="Face", choices=face_update["choices"], value=face_update.get("value"),
                             visible=face_update["visible"])
             status = gr.Markdown(status_value)
-    analysis = gr.State(analysis_value)
+    # face crops and predictions only (FaceAnalysis.for_state); dropped after an hour unused
+    analysis = gr.State(analysis_value, time_to_live=serving.STATE_TTL_S)
 
-    panel_outputs: list[gr.components.Component] = []
+    gr.Markdown(ctx.ranking_markdown())
+    disagreement = gr.Markdown(disagreement_value)
+    panel_outputs: list[gr.components.Component] = [disagreement]
     with gr.Row(equal_height=False):
         for name in ctx.model_names:
             loaded = ctx.zoo.models[name]
             with gr.Column(min_width=200):  # five models side by side on a laptop screen
-                panel_outputs.append(gr.Markdown(next(panel_values)))
+                panel_outputs.append(gr.Markdown(next(panel_values), elem_classes=["model-title"]))
                 if "age" in loaded.card.tasks:
                     panel_outputs.append(gr.Plot(next(panel_values), show_label=False))
                 if "gender" in loaded.card.tasks:
@@ -93,12 +102,14 @@ def _compare_tab(ctx: AppContext, preload: Path | None) -> None:
         cam_status = gr.Markdown()
 
     show_panels = partial(compare.on_face, ctx)
-    photo.change(partial(compare.on_image, ctx), [photo], [annotated, face, analysis, status], preprocess=False,
-                 api_visibility="undocumented", concurrency_id="model").then(
-        show_panels, [analysis, face], panel_outputs, api_visibility="undocumented")
-    face.input(show_panels, [analysis, face], panel_outputs, api_visibility="undocumented")
+    # private: not in the API docs, refused by gradio_client (bench.gradio_wire still reaches them, as any client
+    # can through the queue: every event is cheap in retained memory whatever it is sent)
+    photo.change(partial(compare.on_photo, ctx), [photo], [annotated, face, analysis, status, *panel_outputs],
+                 preprocess=False, api_name=PAGE_ANALYSE_EVENT, api_visibility="private",
+                 concurrency_id=serving.PAGE_MODELS)
+    face.input(show_panels, [analysis, face], panel_outputs, api_visibility="private")
     explain_button.click(partial(compare.on_explain, ctx), [analysis, face, method, task], [cam_gallery, cam_status],
-                         api_visibility="undocumented", concurrency_id="model")
+                         api_visibility="private", concurrency_id=serving.PAGE_MODELS)
 
 
 def _testset_tab(ctx: AppContext, demo: gr.Blocks) -> None:
@@ -149,19 +160,19 @@ def _testset_tab(ctx: AppContext, demo: gr.Blocks) -> None:
     outputs = [*panels, second_column, mae_plot, fairness_plot, fairness_table, status]
     show = partial(testset.on_testset, root)
     for control in inputs:
-        control.input(show, inputs, outputs, api_visibility="undocumented", concurrency_id="plots",
+        control.input(show, inputs, outputs, api_visibility="private", concurrency_id="plots",
                       concurrency_limit=2)
     pair = partial(testset.on_difference, root)
     for control in (model_a, model_b):  # the page opens with no second model, so nothing to show on load
-        control.input(pair, [model_a, model_b], [difference], api_visibility="undocumented", concurrency_id="plots",
+        control.input(pair, [model_a, model_b], [difference], api_visibility="private", concurrency_id="plots",
                       concurrency_limit=2)
     board = partial(testset.on_leaderboard, root)
-    board_metric.input(board, [board_metric], [board_plot, board_table, board_status], api_visibility="undocumented")
-    demo.load(show, inputs, outputs, api_visibility="undocumented", concurrency_id="plots", concurrency_limit=2)
-    demo.load(board, [board_metric], [board_plot, board_table, board_status], api_visibility="undocumented")
+    board_metric.input(board, [board_metric], [board_plot, board_table, board_status], api_visibility="private")
+    demo.load(show, inputs, outputs, api_visibility="private", concurrency_id="plots", concurrency_limit=2)
+    demo.load(board, [board_metric], [board_plot, board_table, board_status], api_visibility="private")
     curves = partial(testset.on_training_curves, root, names)
-    curve_metric.input(curves, [curve_metric], [curve_plot, curve_status], api_visibility="undocumented")
-    demo.load(curves, [curve_metric], [curve_plot, curve_status], api_visibility="undocumented")
+    curve_metric.input(curves, [curve_metric], [curve_plot, curve_status], api_visibility="private")
+    demo.load(curves, [curve_metric], [curve_plot, curve_status], api_visibility="private")
 
 
 def _error_analysis_tab(ctx: AppContext) -> None:
@@ -195,17 +206,17 @@ def _error_analysis_tab(ctx: AppContext) -> None:
 
     update_classes = partial(error_analysis.on_task, root)
     for control in (model, task):
-        control.input(update_classes, [model, task], [true_class, pred_class], api_visibility="undocumented")
+        control.input(update_classes, [model, task], [true_class, pred_class], api_visibility="private")
     show_button.click(partial(error_analysis.on_show_faces, ctx),
                       [model, task, mode, true_class, pred_class], [faces, files, status],
-                      api_visibility="undocumented", concurrency_id="plots", concurrency_limit=2)
+                      api_visibility="private", concurrency_id="plots", concurrency_limit=2)
     def select_face(model: str | None, task: str, method: str, files: list[str] | None,
                     evt: gr.SelectData) -> tuple:
         # a plain function, not a partial: Gradio finds the SelectData parameter through its type hints
         return error_analysis.on_select_face(ctx, model, task, method, files, evt)
 
     faces.select(select_face, [model, task, method, files], [face, table, cams, face_status],
-                 api_visibility="undocumented", concurrency_id="model")
+                 api_visibility="private", concurrency_id=serving.PAGE_MODELS)
 
 
 def _choices(update: dict) -> dict:
@@ -224,12 +235,17 @@ def _api_endpoints(ctx: AppContext) -> None:
         overlay = gr.Image(label="overlay", format="png")
         predict_button = gr.Button("predict")
         explain_button = gr.Button("explain")
+    # their own queue slots (serving.API_MODELS), so API bursts wait behind each other, not in front of the page
     predict_button.click(partial(api.predict_endpoint, ctx), [image], [result_json], api_name="predict",
-                         preprocess=False, concurrency_id="model",
+                         preprocess=False, concurrency_id=serving.API_MODELS,
+                         concurrency_limit=serving.API_CONCURRENCY,
                          api_description="Detect faces in an image; every model's age, gender and ethnicity.")
     explain_button.click(partial(api.explain_endpoint, ctx), [image, face, model, task, method], [overlay],
-                         api_name="explain", preprocess=False, concurrency_id="model",
-                         api_description="Grad-CAM overlay for face number `face` (1-based) of the image.")
+                         api_name="explain", preprocess=False, concurrency_id=serving.API_MODELS,
+                         concurrency_limit=serving.API_CONCURRENCY,
+                         api_description="Grad-CAM overlay for face number `face` (1-based) of the image; task "
+                                         f"one of {', '.join(compare.EXPLAIN_TASK_CHOICES)} (\"all\": the "
+                                         "model's tasks side by side).")
 
 
 def _default_method() -> str:

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
+import torch
 from PIL import Image
 
+from agekit.data.transforms import resize_uint8
 from agekit.explain import CAM_METHODS, CamResult, explain
-from agekit.faces import FaceCrop, draw_boxes, load_image
+from agekit.faces import FaceCrop, draw_boxes, load_image, to_rgb
 from agekit.labels import ETHNICITY_NAMES, GENDER_NAMES, TASKS
 from agekit.predict import Prediction
 from agekit.ui.context import AppContext
@@ -21,13 +24,20 @@ from agekit.ui.guard import guarded
 
 MAX_FACES_SHOWN = 8  # more boxes than this make the side-by-side panels unreadable
 EXPLAIN_TASK_CHOICES = (*TASKS, "all")
+# The annotated photo goes to the page (shown 360 px high) at most this long a side, as JPEG: a 1920x1280 PNG
+# took longer to encode than detection plus every model (bench.e2e).
+ANNOTATED_MAX_SIDE = 1024
+# Models "disagree strongly" on a face when their expected ages span more than this (years) or their most
+# likely genders differ: the page says so in one line.
+AGE_SPREAD_YEARS = 15.0
+PLOT_TOOLBAR_PX = 32  # top margin of the charts: plotly's toolbar (top right, ~25 px) sits there, not on the bars
 
 
 @dataclass
 class FaceAnalysis:
     """Faces found in one uploaded image and every model's predictions for them (kept in gr.State)."""
 
-    annotated: Image.Image  # the photo with numbered boxes
+    annotated: Image.Image | None  # the photo with numbered boxes, at most ANNOTATED_MAX_SIDE px (None in gr.State)
     faces: list[FaceCrop]  # at most MAX_FACES_SHOWN (the largest), left to right (the numbers drawn on the boxes)
     predictions: dict[str, list[Prediction]]  # model name -> one Prediction per face
     detected: int = 0  # faces the detector found before capping
@@ -35,6 +45,12 @@ class FaceAnalysis:
 
     def face_labels(self) -> list[str]:
         return [f"Face {i + 1}" for i in range(len(self.faces))]
+
+    def for_state(self, crop_side: int) -> FaceAnalysis:
+        """What a session keeps between events: no photo, each face crop at `crop_side` px (the largest model
+        input; see AppContext.crop_side), so a session holds well under 1 MB whatever the upload's size."""
+        faces = [replace(face, image=shrink_crop(face.image, crop_side)) for face in self.faces]
+        return replace(self, annotated=None, faces=faces)
 
     def summary(self) -> str:
         if self.detected > len(self.faces):
@@ -70,22 +86,45 @@ def image_source(value: Any) -> str | bytes:
 
 # ---------------------------------------------------------------- detection + prediction
 
-def analyse_image(ctx: AppContext, value: Any) -> FaceAnalysis:
-    """Load the image, detect faces (the MAX_FACES_SHOWN largest, numbered left to right by box centre: the page
-    and the API alike) and predict with every model.
+def detect_faces(ctx: AppContext, image: Image.Image) -> list[FaceCrop]:
+    """The faces the app numbers: the MAX_FACES_SHOWN largest, numbered left to right by box centre (the page,
+    "predict" and "explain" alike).
 
     An image in which no face is detected but that looks like a face crop already (square-ish, small,
-    e.g. a UTKFace image) is used whole, with a note saying so.
+    e.g. a UTKFace image) is used whole.
     """
-    image = load_image(image_source(value))
     largest = ctx.require_detector().detect(image, assume_cropped=True)[:MAX_FACES_SHOWN]
-    faces = sorted(largest, key=lambda face: (face.box[0] + face.box[2]) / 2)
+    return sorted(largest, key=lambda face: (face.box[0] + face.box[2]) / 2)
+
+
+def analyse_image(ctx: AppContext, value: Any, annotate: bool = True) -> FaceAnalysis:
+    """Load the image, detect faces (`detect_faces`) and predict with every model; `annotate`: also draw the
+    numbered boxes on a preview of the photo (the page shows it, the JSON API does not need it)."""
+    image = load_image(image_source(value))
+    faces = detect_faces(ctx, image)
     notes = []
     if len(faces) == 1 and faces[0].box == (0.0, 0.0, float(image.width), float(image.height)):
         notes.append("No face detected; the image looks like a face crop, so all of it is used as one face.")
     predictions = ctx.zoo.predict([f.image for f in faces]) if ctx.zoo.models else {}
-    return FaceAnalysis(annotated=draw_boxes(image, faces), faces=faces, predictions=predictions,
-                        detected=max(f.faces_found for f in faces), notes=notes)
+    return FaceAnalysis(annotated=annotated_preview(image, faces) if annotate else None, faces=faces,
+                        predictions=predictions, detected=max(f.faces_found for f in faces), notes=notes)
+
+
+def annotated_preview(image: Image.Image, faces: list[FaceCrop], max_side: int = ANNOTATED_MAX_SIDE) -> Image.Image:
+    """The photo shrunk to at most `max_side` px a side with the faces' numbered boxes drawn on it."""
+    scale = min(1.0, max_side / max(image.size))
+    if scale < 1.0:
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return draw_boxes(image, [tuple(v * scale for v in face.box) for face in faces])
+
+
+def shrink_crop(crop: Image.Image, side: int) -> Image.Image:
+    """A face crop resized to side x side px the way the models resize their input (no-op when it fits)."""
+    if crop.size == (side, side):
+        return crop
+    pixels = torch.from_numpy(np.array(to_rgb(crop))).permute(2, 0, 1).unsqueeze(0)
+    return Image.fromarray(resize_uint8(pixels, side)[0].permute(1, 2, 0).numpy())
 
 
 # ---------------------------------------------------------------- per-model panels
@@ -99,7 +138,7 @@ def age_bin_figure(pred: Prediction | None) -> go.Figure | None:
     colours = ["#f97316" if i == int(probs.argmax()) else "#94a3b8" for i in range(len(probs))]
     fig = go.Figure(go.Bar(x=names, y=probs, marker_color=colours,
                            hovertemplate="age %{x}: %{y:.1%}<extra></extra>"))
-    fig.update_layout(height=220, margin={"l": 10, "r": 10, "t": 10, "b": 10},
+    fig.update_layout(height=220 + PLOT_TOOLBAR_PX, margin={"l": 10, "r": 10, "t": PLOT_TOOLBAR_PX, "b": 10},
                       yaxis={"range": [0, 1], "tickformat": ".0%", "title": "probability"},
                       xaxis={"type": "category", "title": "age bin (years)"})
     return fig
@@ -134,6 +173,21 @@ def model_panel_values(title: str, tasks: tuple[str, ...], pred: Prediction | No
     if "ethnicity" in tasks:
         values.append(class_probabilities(ETHNICITY_NAMES, None if pred is None else pred.ethnicity_probs))
     return values
+
+
+def disagreement_note(predictions: list[Prediction], face_number: int) -> str:
+    """One line when the models disagree strongly on a face (expected ages spread over more than AGE_SPREAD_YEARS,
+    or different most likely genders), else ''."""
+    ages = [p.age for p in predictions if p.age is not None]
+    genders = Counter(p.gender for p in predictions if p.gender is not None)
+    problems = []
+    if len(ages) > 1 and max(ages) - min(ages) > AGE_SPREAD_YEARS:
+        problems.append(f"their ages range from {min(ages):.0f} to {max(ages):.0f} years")
+    if len(genders) > 1:
+        problems.append("gender is split (" + ", ".join(f"{n} say {g}" for g, n in genders.most_common()) + ")")
+    if not problems:
+        return ""
+    return f"⚠️ The models disagree strongly on face {face_number}: {' and '.join(problems)}; trust none of them here."
 
 
 def panels_for_face(ctx: AppContext, analysis: FaceAnalysis | None, face_index: int | None) -> list[Any]:
@@ -195,18 +249,32 @@ def on_image(ctx: AppContext, value: Any) -> tuple[Any, ...]:
     analysis = analyse_image(ctx, value)
     labels = analysis.face_labels()
     return (analysis.annotated, gr.update(choices=labels, value=labels[0], visible=len(labels) > 1),
-            analysis, analysis.summary())
+            analysis.for_state(ctx.crop_side), analysis.summary())
+
+
+def on_photo(ctx: AppContext, value: Any) -> tuple[Any, ...]:
+    """Photo changed → on_image's 4 outputs, then on_face's for the first face: one event, one round trip."""
+    annotated, face_update, state, status = on_image(ctx, value)
+    return (annotated, face_update, state, status, *on_face(ctx, state, face_update.get("value")))
+
+
+def face_number(face: str | None) -> int | None:
+    """The number in a face selector value ("Face 2" → 2); None when there is none."""
+    words = str(face or "").split()
+    return int(words[-1]) if words and words[-1].isdigit() and len(words[-1]) <= 3 else None
 
 
 def on_face(ctx: AppContext, analysis: FaceAnalysis | None, face: str | None) -> list[Any]:
-    """Face selector (or analysis) changed → every model panel's values."""
-    try:
-        index = int(str(face).split()[-1]) - 1 if face else None
-    except ValueError:
-        index = None
-    if analysis is not None and analysis.faces and index is None:
-        index = 0
-    return panels_for_face(ctx, analysis, index)
+    """Face selector (or analysis) changed → [disagreement line, every model panel's values]."""
+    index = None
+    if analysis is not None and analysis.faces:
+        number = face_number(face)
+        index = number - 1 if number is not None and 1 <= number <= len(analysis.faces) else 0
+    note = ""
+    if analysis is not None and index is not None:
+        per_model = [preds[index] for preds in analysis.predictions.values() if 0 <= index < len(preds)]
+        note = disagreement_note(per_model, index + 1)
+    return [note, *panels_for_face(ctx, analysis, index)]
 
 
 def _explain_failed(status: str) -> tuple[Any, ...]:
@@ -219,7 +287,10 @@ def on_explain(ctx: AppContext, analysis: FaceAnalysis | None, face: str | None,
     """Grad-CAM button → (gallery of (overlay, caption), status)."""
     if analysis is None or not analysis.faces:
         raise ValueError("no face to explain yet: upload a photo with a face first")
-    index = int(str(face).split()[-1]) - 1 if face else 0
+    number = face_number(face) or 1
+    if not 1 <= number <= len(analysis.faces):
+        raise ValueError(f"face {number} does not exist: the photo has faces 1..{len(analysis.faces)}")
+    index = number - 1
     gallery = explain_crop(ctx, analysis.faces[index].image, task, method)
     return (gallery, f"Grad-CAM ({method}) of face {index + 1}:\n\n{caption_list(gallery)}")
 

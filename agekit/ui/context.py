@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agekit.card import FAMILIES
-from agekit.faces import FaceDetector
+from agekit.faces import UTK_SIZE, FaceDetector
 from agekit.predict import ModelZoo
+from agekit.ui.model_info import ranking_mae, read_metrics
 
 log = logging.getLogger("agekit.ui")
 
@@ -24,18 +25,45 @@ class AppContext:
     zoo: ModelZoo
     detector: FaceDetector | None
     startup_problems: list[str] = field(default_factory=list)  # shown in the banner
-    data_root: str = ""  # default UTKFace folder for the Error-analysis tab ("" = not set)
+    data_root: str = ""  # AGEKIT_UTKFACE: full-size Error-analysis faces ("" = the shipped test-face pack)
     examples: list[Path] = field(default_factory=list)
+    ranking: dict[str, float] = field(default_factory=dict)  # model → test age MAE, years (model_info.ranking_mae)
 
     @property
     def model_names(self) -> list[str]:
-        """Loaded models, scratch first, then pretrained, then multitask (alphabetical within a family)."""
+        """Loaded models best first: by test age MAE (`ranking`), then the unranked ones by family (scratch,
+        pretrained, multitask) and name."""
         order = {family: i for i, family in enumerate(FAMILIES)}
-        return sorted(self.zoo.models, key=lambda n: (order.get(self.zoo.models[n].card.family, len(order)), n))
+
+        def key(name: str) -> tuple:
+            mae = self.ranking.get(name)
+            return (mae is None, mae or 0.0, order.get(self.zoo.models[name].card.family, len(order)), name)
+
+        return sorted(self.zoo.models, key=key)
+
+    @property
+    def headline_model(self) -> str | None:
+        """The best-ranked loaded model (lowest test age MAE), or None when no loaded model is ranked."""
+        names = self.model_names
+        return names[0] if names and names[0] in self.ranking else None
 
     def model_title(self, name: str) -> str:
-        """'name (family)' for panel headings."""
-        return f"{name} ({self.zoo.models[name].card.family})"
+        """'name (family)' for panel headings; the headline model gets a ★."""
+        star = "★ " if name == self.headline_model else ""
+        return f"{star}{name} ({self.zoo.models[name].card.family})"
+
+    def ranking_markdown(self) -> str:
+        """One line saying how the model columns are ordered and which model is the headline."""
+        best = self.headline_model
+        if best is None:
+            return "No model has a committed test-set evaluation yet, so the columns are not ranked."
+        return (f"Models are listed best first by test-set age MAE; ★ {best} is the headline model "
+                f"(MAE {self.ranking[best]:.2f} years).")
+
+    @property
+    def crop_side(self) -> int:
+        """Side (px) of the face crops a session keeps for Grad-CAM: the largest input any loaded model takes."""
+        return max((loaded.card.input_size for loaded in self.zoo.models.values()), default=UTK_SIZE)
 
     @classmethod
     def create(cls, checkpoints_root: str | Path = "checkpoints", data_root: str | None = None,
@@ -57,8 +85,10 @@ class AppContext:
             except Exception as exc:  # the Test-set tab still works without a detector
                 log.exception("face detector failed to load")
                 problems.append(f"face detector failed to load: {exc}")
+        ranking = {name: mae for name, loaded in zoo.models.items()
+                   if (mae := ranking_mae(read_metrics(loaded.folder))) is not None}
         return cls(checkpoints_root=root, zoo=zoo, detector=detector, startup_problems=problems,
-                   data_root=data_root or "", examples=list_examples(examples_dir))
+                   data_root=data_root or "", examples=list_examples(examples_dir), ranking=ranking)
 
     @classmethod
     def from_env(cls, base_dir: str | Path = ".") -> AppContext:

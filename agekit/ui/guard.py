@@ -23,12 +23,22 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundErro
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+MAX_MESSAGE_CHARS = 400  # a message quoting a visitor's input (a model name, a path) is cut to this
+
+
 def user_message(exc: BaseException) -> str:
     """One-line message for the UI: the exception's own text for expected errors, a generic note otherwise."""
     if isinstance(exc, EXPECTED_ERRORS):
         text = str(exc).strip() or type(exc).__name__
-        return text.splitlines()[0] if len(text) > 400 else text
+        return capped(text.splitlines()[0] if len(text) > MAX_MESSAGE_CHARS else text)
     return f"Unexpected error ({type(exc).__name__}); the details are in the server log."
+
+
+def capped(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`text` cut to `limit` characters, the cut marked with how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit:,} more characters not shown)"
 
 
 def status_markdown(message: str) -> str:

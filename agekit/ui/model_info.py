@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from agekit.eval_artifacts import EVAL_DIR, METRICS_FILE
 # The headline numbers shown next to each model, in this order, when metrics.json has them.
 HEADLINE_METRICS = ("age_mae", "age_cs5", "age_bin_accuracy", "gender_accuracy", "ethnicity_accuracy",
                     "ethnicity_macro_f1")
+RANKING_METRIC = "age_mae"  # lower is better; the page lists models by it (see ranking_mae)
 METRIC_NAMES = {"age_mae": "age MAE (years)", "age_median_ae": "age median AE (years)", "age_cs5": "age CS@5",
                 "age_bin_accuracy": "age-bin accuracy", "age_bin_macro_f1": "age-bin macro-F1",
                 "gender_accuracy": "gender accuracy", "gender_macro_f1": "gender macro-F1",
@@ -28,6 +30,16 @@ def read_metrics(folder: str | Path) -> dict[str, Any] | None:
     except (OSError, json.JSONDecodeError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def ranking_mae(metrics: dict[str, Any] | None) -> float | None:
+    """The number models are ranked by on the page, best first: test-set age MAE (years) from metrics.json's
+    headline; None for a model without a committed age evaluation (listed after the ranked ones)."""
+    if not metrics:
+        return None
+    section = metrics_section(metrics)
+    value = flat_scalars(section.get("headline", section)).get(RANKING_METRIC)
+    return value if value is not None and math.isfinite(value) else None
 
 
 def metrics_section(report: dict[str, Any]) -> dict[str, Any]:

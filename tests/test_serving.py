@@ -1,0 +1,58 @@
+"""agekit.ui.serving: the cache budget, the short error payloads and the heap setting (no server needed)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+import pytest
+
+from agekit.ui import serving
+from agekit.ui.guard import MAX_MESSAGE_CHARS
+
+
+def app_with_files(tmp_path: Path, ages_s: list[float], size: int = 1000, kept: tuple[int, ...] = ()) -> tuple:
+    """A stand-in for a Blocks whose temp-file set holds one `size`-byte file per age (seconds old), each in its
+    own folder as Gradio stores them; files with an index in `kept` are marked keep_in_cache (examples)."""
+    now = time.time()
+    files = []
+    for i, age in enumerate(ages_s):
+        folder = tmp_path / f"hash{i}"
+        folder.mkdir()
+        path = folder / "photo.png"
+        path.write_bytes(b"x" * size)
+        os.utime(path, (now - age, now - age))
+        files.append(path)
+    keep = SimpleNamespace(keep_in_cache={str(files[i]) for i in kept})
+    return SimpleNamespace(blocks={1: keep}, temp_file_sets=[{str(f) for f in files}]), files
+
+
+def test_trim_cache_deletes_the_oldest_files_down_to_the_budget(tmp_path: Path) -> None:
+    demo, files = app_with_files(tmp_path, [500, 400, 300, 200, 100])
+    freed = serving.trim_cache(demo, budget_bytes=2500, min_age_s=60)
+    assert freed == 3000
+    assert [f.exists() for f in files] == [False, False, False, True, True]
+    assert not files[0].parent.exists()  # Gradio's per-file folder goes too
+
+
+def test_trim_cache_keeps_young_and_example_files(tmp_path: Path) -> None:
+    demo, files = app_with_files(tmp_path, [500, 400, 30, 20, 10], kept=(0,))
+    freed = serving.trim_cache(demo, budget_bytes=0, min_age_s=60)
+    # the example (kept) and the three files younger than a minute stay, over budget or not
+    assert freed == 1000 and [f.exists() for f in files] == [True, False, True, True, True]
+    assert serving.trim_cache(demo, budget_bytes=10_000, min_age_s=0) == 0  # within budget: nothing to do
+
+
+def test_gradio_error_payloads_are_shown_and_short() -> None:
+    long = serving.short_error_payload(ValueError("could not convert " + "9" * 100_000), show_error=True)
+    assert long["error"].startswith("could not convert 999") and len(long["error"]) < MAX_MESSAGE_CHARS + 60
+    app_error = serving.short_error_payload(gr.Error("no face found"), show_error=False)
+    assert app_error["error"] == "no face found"
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="glibc mallopt is Linux-only here")
+def test_heap_setting_applies_on_glibc() -> None:
+    assert serving.limit_heap_fragmentation() is True
