@@ -140,6 +140,19 @@ def test_channels_last_gives_the_same_predictions(zoo_root: Path, zoo: ModelZoo)
     assert all(np.allclose(x.age_probs, y.age_probs, atol=1e-5) for x, y in zip(a, b))
 
 
+def test_models_run_at_once_give_the_same_predictions_in_the_same_order(zoo_root: Path, zoo: ModelZoo) -> None:
+    parallel = ModelZoo.load(zoo_root, workers=2)
+    crops = random_crops(3)
+    expected, got = zoo.predict(crops), parallel.predict(crops)
+    assert list(got) == list(expected)
+    for name, preds in expected.items():
+        for mine, theirs in zip(got[name], preds):
+            for field in ("age_probs", "gender_probs", "ethnicity_probs"):
+                assert (getattr(mine, field) is None) == (getattr(theirs, field) is None)
+                if getattr(mine, field) is not None:
+                    np.testing.assert_array_equal(getattr(mine, field), getattr(theirs, field))
+
+
 def test_decode_outputs_from_known_logits() -> None:
     age_logits = torch.full((1, NUM_AGES), -1e4)
     age_logits[0, 30] = 0.0  # all mass on age 30

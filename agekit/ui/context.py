@@ -14,6 +14,8 @@ from agekit.ui.model_info import ranking_mae, read_metrics
 
 log = logging.getLogger("agekit.ui")
 
+# Models run at once for one photo: one per vCPU of a CPU Space (each on 1 torch thread); all requests share them.
+MODEL_WORKERS = 2
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
 
@@ -74,7 +76,7 @@ class AppContext:
         """
         root = Path(checkpoints_root)
         problems: list[str] = []
-        zoo = ModelZoo.load(root)
+        zoo = ModelZoo.load(root, workers=MODEL_WORKERS)
         problems += [f"model {name} failed to load: {reason}" for name, reason in zoo.failures.items()]
         if not zoo.models:
             problems.append(f"no usable model checkpoints in {root}: set AGEKIT_CHECKPOINTS to a folder of "
