@@ -1,7 +1,7 @@
 """Hostile clients against the real app, on 127.0.0.1 only: `python -m bench.hostile_load`.
 
     python -m bench.hostile_load [--checks sessions,uploads,burst] [--sessions 100] [--uploads 500]
-                                 [--burst 40] [--workers 2] [--checkpoints DIR]
+                                 [--analyse-every 10] [--burst 40] [--workers 2] [--checkpoints DIR]
 
 Each check starts `python app.py` with a fresh GRADIO_TEMP_DIR (deleted afterwards) and always stops it.
 
@@ -9,9 +9,10 @@ sessions  A 39-megapixel PNG (7200x5400, one face). One warm-up session, then th
           then --sessions new sessions (fresh session hash each, --workers at a time) each upload the photo and
           call every event in the app's /config by fn_index — the page's private events and the named endpoints
           alike — with the photo in every image input (bench.gradio_wire). Bar: final RSS within +300 MB.
-uploads   --uploads distinct 800x600 PNGs (~1.4 MB, random pixels around a face), each uploaded and sent through the
-          page's photo event; the temp folder's size right after and once the app's cache budget had time to act
-          (agekit.ui.serving: CACHE_MIN_AGE_S + CACHE_SWEEP_S). Also: a file one byte over the upload limit gets 413.
+uploads   --uploads distinct 800x600 PNGs (~0.7 MB, noise over a face), each uploaded, every --analyse-every-th
+          also sent through the page's photo event (annotated JPEG written); the temp folder's size right after and
+          once the app's cache budget had time to act (agekit.ui.serving: CACHE_MIN_AGE_S + 2 x CACHE_SWEEP_S).
+          Also: a file one byte over the upload limit gets HTTP 413.
 burst     The page's photo event (1920x1280 photo), 5 times alone, then 5 times while --burst concurrent API
           clients each call "explain" on the same photo: the page's latency should barely move.
 Exit code 1 when a bar is missed.
@@ -126,17 +127,20 @@ def distinct_photo(base: np.ndarray, index: int, folder: Path) -> Path:
     return path
 
 
-def upload_and_analyse(url: str, base: np.ndarray, index: int, folder: Path, fn_index: int) -> bool:
+def upload_and_analyse(url: str, base: np.ndarray, index: int, folder: Path, fn_index: int, analyse: bool) -> bool:
+    """Upload photo `index`; with `analyse`, also send it through the page's photo event (which writes the
+    annotated JPEG). True when the server accepted it (and answered the event)."""
     path = distinct_photo(base, index, folder)
     try:
         with WireClient(url) as client:
-            return client.call(fn_index, [client.upload(path)]).ok
+            image = client.upload(path)
+            return client.call(fn_index, [image]).ok if analyse else True
     finally:
         path.unlink()
 
 
 def check_uploads(server: AppServer, temp_dir: Path, uploads: int, workers: int, settle_s: float,
-                  work: Path) -> tuple[list[list[str]], bool]:
+                  work: Path, analyse_every: int) -> tuple[list[list[str]], bool]:
     from agekit.ui.serving import CACHE_BUDGET_BYTES, MAX_UPLOAD_BYTES
 
     with WireClient(server.url) as client:
@@ -153,13 +157,15 @@ def check_uploads(server: AppServer, temp_dir: Path, uploads: int, workers: int,
     base = np.asarray(portrait_photo((800, 600)))
     start = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
-        answers = list(pool.map(lambda i: upload_and_analyse(server.url, base, i, work, fn_index), range(uploads)))
+        answers = list(pool.map(lambda i: upload_and_analyse(server.url, base, i, work, fn_index,
+                                                             i % analyse_every == 0), range(uploads)))
     seconds = time.perf_counter() - start
     right_after = folder_mb(temp_dir)
     time.sleep(settle_s)
     settled = folder_mb(temp_dir)
     budget = CACHE_BUDGET_BYTES / 2**20
-    rows = [[f"{uploads} distinct ~1.4 MB PNG uploads + photo event", f"{sum(answers)} ok", f"{right_after:.0f} MB",
+    rows = [[f"{uploads} distinct 800x600 PNG uploads, every {analyse_every}th through the photo event",
+             f"{sum(answers)} ok", f"{right_after:.0f} MB",
              f"{settled:.0f} MB (after {settle_s:.0f} s)", f"≤ {budget:.0f} MB", "yes" if settled <= budget else "NO",
              f"{seconds:.0f} s"],
             [f"one upload of {MAX_UPLOAD_BYTES + 1:,} bytes", refused, "", "", "HTTP 413",
@@ -227,6 +233,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--checks", default=",".join(CHECKS), help=f"comma-separated, from {CHECKS}")
     parser.add_argument("--sessions", type=int, default=100, help="new sessions sending the 39-MP photo")
     parser.add_argument("--uploads", type=int, default=500, help="distinct uploads")
+    parser.add_argument("--analyse-every", type=int, default=10,
+                        help="uploads check: every Nth upload also goes through the page's photo event")
     parser.add_argument("--burst", type=int, default=40, help="concurrent API explain callers")
     parser.add_argument("--workers", type=int, default=2, help="sessions / uploads sent at a time")
     parser.add_argument("--checkpoints", type=Path, default=None,
@@ -235,8 +243,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.checks = [c for c in args.checks.split(",") if c]
     if set(args.checks) - set(CHECKS):
         parser.error(f"unknown checks {sorted(set(args.checks) - set(CHECKS))}; choose from {CHECKS}")
-    if min(args.sessions, args.uploads, args.burst, args.workers) < 1:
-        parser.error("--sessions, --uploads, --burst and --workers must be at least 1")
+    if min(args.sessions, args.uploads, args.burst, args.workers, args.analyse_every) < 1:
+        parser.error("--sessions, --uploads, --analyse-every, --burst and --workers must be at least 1")
     return args
 
 
@@ -260,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(markdown_table(SESSION_HEADERS, [row]), flush=True)
                 elif check == "uploads":
                     rows, ok = check_uploads(server, temp_dir, args.uploads, args.workers,
-                                             CACHE_MIN_AGE_S + 2 * CACHE_SWEEP_S, work)
+                                             CACHE_MIN_AGE_S + 2 * CACHE_SWEEP_S, work, args.analyse_every)
                     print(markdown_table(UPLOAD_HEADERS, rows), flush=True)
                 else:
                     photo = work / "photo_1920x1280.jpg"

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from bench.big_photos import phone_jpeg
+from bench.gradio_wire import app_events, event_index, event_inputs
 from bench.load_test import (
     LoadResult,
     QueueSetting,
@@ -23,7 +24,7 @@ from bench.load_test import (
     check_answer,
     result_row,
 )
-from bench.photos import LARGE_SIZE, SMALL_SIZE, write_benchmark_photos
+from bench.photos import LARGE_SIZE, SMALL_SIZE, group_photo, write_benchmark_photos
 from bench.server import (
     AppDidNotStart,
     answers_http,
@@ -235,3 +236,23 @@ def test_cli_help_runs() -> None:
         done = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, check=False,
                               cwd=Path(__file__).resolve().parents[1], timeout=60)
         assert done.returncode == 0 and "usage:" in done.stdout, done.stderr
+
+
+def test_wire_client_calls_every_event_with_the_photo_in_image_inputs() -> None:
+    config = {"components": [{"id": 1, "type": "image", "props": {}}, {"id": 2, "type": "state", "props": {}},
+                             {"id": 3, "type": "textbox", "props": {"value": "age"}}],
+              "dependencies": [{"id": 1, "inputs": [3], "api_name": "panels", "api_visibility": "private"},
+                               {"id": 0, "inputs": [1, 2, 3], "api_name": "analyse"}]}
+    events = app_events(config)
+    assert [(e.fn_index, e.api_visibility) for e in events] == [(0, "public"), (1, "private")]
+    photo = {"path": "/tmp/gradio/abc/photo.png", "meta": {"_type": "gradio.FileData"}}
+    # the photo in image inputs, null for State (the server fills it), defaults elsewhere
+    assert event_inputs(config, events[0], photo) == [photo, None, "age"]
+    assert event_index(config, "panels") == 1
+    with pytest.raises(SystemExit, match="no event named 'nope'"):
+        event_index(config, "nope")
+
+
+def test_group_photo_has_five_faces_at_full_size() -> None:
+    photo = group_photo()
+    assert photo.size == LARGE_SIZE and photo.mode == "RGB"
