@@ -1,8 +1,9 @@
 """Train and evaluate the whole model zoo on one GPU in one command, within a wall-time budget.
 
-    python -m training.gpu_zoo --pack packs/utkface_112_q60.safetensors --bundle $OUT [--budget-s 480]
+    python -m training.gpu_zoo --export-weights  # float16 pretrained backbones in .weights/gpu/ (to carry)
+    python -m training.gpu_zoo --check-carry packs/utkface_128_q50.safetensors .weights/gpu   # fits the device?
+    python -m training.gpu_zoo --pack packs/utkface_128_q50.safetensors --bundle $OUT [--budget-s 480]
     python -m training.gpu_zoo --smoke          # the same code on CPU: tiny synthetic pack, one epoch per model
-    python -m training.gpu_zoo --check-carry packs/utkface_112_q60.safetensors .weights/...   # fits the device?
 
 For each config of ZOO, in order, it applies GPU_COMMON and the config's own GpuSettings on top of its YAML file
 (exactly as `python -m training.train --config ... key=value` would), measures training throughput on a few
@@ -11,8 +12,9 @@ training.train.train_and_save; engine.fit stops at the share if the estimate was
 validation epoch. A config whose file or pretrained-weights file is missing is skipped with one line. Then
 evaluation.evaluate scores every checkpoint on the pack's test split.
 
---out (an empty folder; default runs/gpu_zoo, or a temporary one for --smoke) receives checkpoints/<name>/ (fp16 model.safetensors, config.json,
-training_log.csv, eval/), checkpoints/leaderboard.csv and throughput.csv / throughput.md. --bundle DIR (the
+--out (an empty folder; default runs/gpu_zoo, a temporary one for --smoke) receives checkpoints/<name>/
+(fp16 model.safetensors, config.json, training_log.csv, eval/), checkpoints/leaderboard.csv and throughput.csv /
+throughput.md. --bundle DIR (the
 device's $OUT) also gets that folder as results.tar.gz cut into 15 MiB parts plus throughput.md, because the
 device returns at most 8 files of at most 16 MiB each; join them with `cat results.tar.gz.part* | tar -xz`.
 """
@@ -100,7 +102,7 @@ ZOO: dict[str, GpuSettings] = {
     "scratch_resnet18": GpuSettings({"batch_size": 512}, max_epochs=40, weight=2.0),
     "multitask_dlib": GpuSettings({"input_size": 128, "pretrained_weights": DLIB}, max_epochs=30, weight=2.0),
 }
-# --smoke: the same path on CPU in seconds. Input sizes stay the configs' own (the code path is the point).
+# --smoke: the same path on CPU, small enough for CI. Input sizes stay the configs' own (the code path is the point).
 SMOKE_COMMON: dict[str, Any] = {"device": "cpu", "amp": False, "channels_last": True, "patience": 0,
                                 "save_resume": False, "progress": False, "batch_size": 8, "num_threads": 1}
 SMOKE_SPLITS = {"train": 24, "val": 8, "test": 8}
@@ -108,14 +110,13 @@ SMOKE_SPLITS = {"train": 24, "val": 8, "test": 8}
 
 @dataclass
 class ZooEntry:
-    """One config on its way through the zoo; the row it leaves in throughput.csv."""
+    """One config on its way through the zoo: its resolved TrainConfig, run info and zoo settings."""
 
     name: str
     argv: list[str]  # the equivalent `python -m training.train` arguments
     config: TrainConfig
     run: dict[str, Any]
     settings: GpuSettings
-    row: dict[str, Any] = field(default_factory=dict)
 
 
 def override_args(overrides: dict[str, Any]) -> list[str]:
@@ -137,7 +138,7 @@ def resolve_zoo(names: list[str], pack: str, common: dict[str, Any], max_epochs:
         weights = settings.overrides.get("pretrained_weights")
         if weights and not Path(weights).is_file():
             skipped.append(f"skip {name}: {weights} not found; write it with python -m training.gpu_zoo "
-                           "--export-weights (needs the original file in .weights/)")
+                           "--export-weights (needs the original weights here)")
             continue
         try:
             config, run = load_run_config(parse_args(argv))
