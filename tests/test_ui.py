@@ -448,7 +448,7 @@ def test_error_tab_without_a_dataset_shows_the_shipped_test_faces(packed_ctx: Ap
     pixels, caption = items[0]
     assert isinstance(pixels, np.ndarray) and np.array_equal(pixels, shipped.image(files[0]))  # arrays, no paths
     assert pixels.shape == (TEST_FACES_SIZE, TEST_FACES_SIZE, 3) and " y → " in caption
-    assert status.startswith("24 test faces for tiny_multi") and "the 112 px test faces shipped with agekit" in status
+    assert status.startswith("24 test faces for tiny_multi") and "the 128 px test faces shipped with agekit" in status
     assert "missing" not in status
 
     face, table, cams, status = error_analysis.explain_test_face(packed_ctx, "tiny_multi", "gender", "GradCAM",

@@ -2,7 +2,7 @@
 confident mistakes) from its committed predictions.csv, show them, and compare every model's prediction
 and Grad-CAM on one of them.
 
-The faces come from the test-face pack shipped in the repository (112 px, agekit.data.test_faces), so the
+The faces come from the test-face pack shipped in the repository (128 px, agekit.data.test_faces), so the
 tab works on a Space with no dataset; when the server sets AGEKIT_UTKFACE to a UTKFace folder, from there at
 full size. Either way they reach the browser as pixel arrays: no visitor input names a server path.
 """
