@@ -209,6 +209,7 @@ def evaluate_one(loaded: LoadedModel, faces: FaceTensors, crops: WildCrops, opti
         "render": render_settings(), **summary,
         "metrics": compute_metrics(wild_frame, age_bins) if len(hits) else None,
         "clean_same_faces": headline_metrics(clean_frame.iloc[hits]) if len(hits) else None,
+        # seconds this run spent rendering + detecting (0: crops from the runs/wild cache) and predicting
         "detect_s": crops.seconds, "predict_s": time.perf_counter() - started,
     }
     return section, wild_frame, compute_metrics(clean_frame, age_bins)
