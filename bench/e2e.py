@@ -1,6 +1,7 @@
 """What a visitor waits for, end to end over HTTP on 127.0.0.1: `python -m bench.e2e`.
 
-    python -m bench.e2e [--repeats 20] [--cold-starts 3] [--checkpoints DIR] [--out bench/results/e2e.csv]
+    python -m bench.e2e [--repeats 20] [--cold-starts 3] [--checkpoints DIR] [--skip page,api,parts,cold]
+                        [--out bench/results/e2e.csv]
 
 `python app.py` is started as shipped, with every checkpoint under --checkpoints (a new one is picked up by
 itself). Each row is the median / p90 of --repeats round trips after 2 warm-ups, a fresh session each time:
@@ -10,7 +11,9 @@ itself). Each row is the median / p90 of --repeats round trips after 2 warm-ups,
   gradio_client refuses the page's private events). Each step is also timed on its own: where the time goes.
 - API: gradio_client's predict (upload + detection + every model, JSON back).
 Photos: 1920x1280 with 5 faces (bench.photos.group_photo) and with 1 face (portrait_photo), JPEG quality 90.
-Cold start: process start of `python app.py` until GET / answers 200, median of --cold-starts.
+Parts: the photo event's parts timed in this process on the 5-face photo, beside what they replaced (every model
+one after another; the full-size annotated photo as PNG). Cold start: process start of `python app.py` until
+GET / answers 200, median of --cold-starts.
 Goals: median page round trip ≤ 300 ms for the 5-face photo, cold start ≤ 10 s.
 """
 
@@ -34,6 +37,7 @@ from bench.timing import Timing
 GOAL_ROUND_TRIP_MS = 300.0
 GOAL_COLD_START_MS = 10_000.0
 PAGE_STEPS = ("upload", "photo event", "GET annotated image")
+SECTIONS = ("page", "api", "parts", "cold")
 
 
 def page_round_trip(url: str, photo: Path, analyse_fn: int) -> dict[str, float]:
@@ -101,6 +105,41 @@ def api_rows(url: str, photos: dict[str, Path], repeats: int) -> list[BenchRow]:
     return rows
 
 
+def phase_rows(checkpoints: Path | None, photo: Path, label: str, repeats: int) -> list[BenchRow]:
+    """The photo event's parts in this process (1 torch thread, as app.py): where a round trip's time goes, and
+    what the old path cost (every model one after another; the full-size annotated photo as PNG)."""
+    import io
+    from functools import partial
+
+    import torch
+
+    from agekit.faces import draw_boxes, load_image
+    from agekit.predict import ModelZoo
+    from agekit.ui import AppContext, compare
+    from bench.timing import time_calls
+
+    torch.set_num_threads(1)
+    ctx = AppContext.create(checkpoints or Path("checkpoints"), examples_dir=None)
+    image = load_image(photo)
+    faces = compare.detect_faces(ctx, image)
+    crops = [face.image for face in faces]
+    one_by_one = ModelZoo(ctx.zoo.models, channels_last=ctx.zoo.channels_last, flip_average=ctx.zoo.flip_average)
+    preview = compare.annotated_preview(image, faces)
+    parts = {
+        "load_image (decode)": partial(load_image, photo),
+        "detect_faces": partial(compare.detect_faces, ctx, image),
+        f"every model, {ctx.zoo.workers} at once (app)": partial(ctx.zoo.predict, crops),
+        "every model, one after another (before)": partial(one_by_one.predict, crops),
+        "annotated preview + JPEG encode (app)": lambda: compare.annotated_preview(image, faces).save(
+            io.BytesIO(), "JPEG"),
+        "full-size annotated photo + PNG encode (before)": lambda: draw_boxes(image, faces).save(io.BytesIO(), "PNG"),
+        "every model's panel values": partial(compare.on_face, ctx, compare.analyse_image(ctx, str(photo)), "Face 1"),
+    }
+    note = f"{len(faces)} faces, {len(ctx.zoo.models)} models; preview {preview.width}x{preview.height}"
+    return [BenchRow.from_timing(f"  part: {name}", label, time_calls(fn, repeats), note=note if i == 0 else "")
+            for i, (name, fn) in enumerate(parts.items())]
+
+
 def first_200(url: str, deadline: float) -> bool:
     """Poll GET `url` until it answers 200 (True) or `deadline` (monotonic seconds) passes (False)."""
     with httpx.Client(trust_env=False, timeout=2.0) as http:
@@ -139,7 +178,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--checkpoints", type=Path, default=None,
                         help="checkpoint folder (default: $AGEKIT_CHECKPOINTS, else app.py's ./checkpoints)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/e2e.csv"), help="CSV of every row")
+    parser.add_argument("--skip", default="", help=f"comma-separated sections to skip: {','.join(SECTIONS)}")
     args = parser.parse_args(argv)
+    args.skip = {section for section in args.skip.split(",") if section}
+    if args.skip - set(SECTIONS):
+        parser.error(f"unknown --skip sections {sorted(args.skip - set(SECTIONS))}; choose from {SECTIONS}")
     if args.repeats < 1 or args.cold_starts < 0:
         parser.error("--repeats must be at least 1 and --cold-starts at least 0")
     return args
@@ -154,12 +197,18 @@ def main(argv: list[str] | None = None) -> None:
                   f"1 face {LARGE_SIZE[0]}x{LARGE_SIZE[1]}": Path(tmp) / "portrait.jpg"}
         group_photo().save(photos[f"5 faces {LARGE_SIZE[0]}x{LARGE_SIZE[1]}"], quality=90)
         portrait_photo().save(photos[f"1 face {LARGE_SIZE[0]}x{LARGE_SIZE[1]}"], quality=90)
-        with running_app(checkpoints=args.checkpoints, timeout=300.0,
-                         extra_env={"GRADIO_TEMP_DIR": str(Path(tmp) / "gradio")}) as server:
-            rows += page_rows(server.url, photos, args.repeats)
-            rows += api_rows(server.url, photos, args.repeats)
-            print(bench_table(rows), flush=True)
-    if args.cold_starts:
+        if not {"page", "api"} <= args.skip:
+            with running_app(checkpoints=args.checkpoints, timeout=300.0,
+                             extra_env={"GRADIO_TEMP_DIR": str(Path(tmp) / "gradio")}) as server:
+                if "page" not in args.skip:
+                    rows += page_rows(server.url, photos, args.repeats)
+                if "api" not in args.skip:
+                    rows += api_rows(server.url, photos, args.repeats)
+                print(bench_table(rows), flush=True)
+        if "parts" not in args.skip:
+            label = next(iter(photos))
+            rows += phase_rows(args.checkpoints, photos[label], label, args.repeats)
+    if args.cold_starts and "cold" not in args.skip:
         rows.append(cold_start_row(args.checkpoints, args.cold_starts))
     load = os.getloadavg()[0]
     print(f"\n## end to end on 127.0.0.1 ({os.cpu_count()} CPUs, 1-min load average {load:.1f}, "
