@@ -120,9 +120,10 @@ MMAP_THRESHOLD_BYTES = 1024 * 1024
 
 def limit_heap_fragmentation() -> bool:
     """glibc: allocations of 1 MB and more (decoded photos, their copies) come from mmap and go back to the
-    system when freed, and threads share 2 malloc arenas. Without this, glibc's adaptive threshold let freed
-    photo buffers stay in per-thread heaps and the server's RSS grew with every big upload. Returns whether it
-    applied (False off glibc)."""
+    system when freed, and threads share 2 malloc arenas. By default glibc raises its mmap threshold after each
+    freed big block (up to 32 MB) and gives every thread its own arena, so freed photo buffers can stay in the
+    process as fragmented heap. Returns whether it applied (False off glibc). Not measured on its own: the
+    sessions check of bench.hostile_load measures the whole app with it."""
     libc_name = ctypes.util.find_library("c")
     if os.name != "posix" or not libc_name:
         return False
