@@ -17,6 +17,9 @@ METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.csv"
 WILD_SECTION = "wild"  # metrics.json key of the wild-photo evaluation (test faces rendered as photos)
 WILD_PREDICTIONS_FILE = "predictions_wild.csv"  # one row per detected face, columns as predictions.csv
+# metrics.json key of the validation headline metrics, clean and wild (evaluation.wild --split val): what the app
+# ranks models by, so that choosing the headline model never looks at the test split.
+VAL_SECTION = "val"
 
 
 def eval_folder(root: str | Path, model: str) -> Path:
@@ -36,17 +39,45 @@ def read_predictions(root: str | Path, model: str) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
-def write_wild(checkpoint_folder: str | Path, section: dict[str, Any], predictions: pd.DataFrame) -> Path:
-    """Put the wild-photo evaluation into checkpoints/<model>/eval/metrics.json (replacing an older one) and
-    write predictions_wild.csv; the clean evaluation must exist (it owns the rest of metrics.json)."""
+def has_metrics(checkpoint_folder: str | Path) -> bool:
+    """Whether the clean evaluation (metrics.json) exists for this checkpoint folder."""
+    return (Path(checkpoint_folder) / EVAL_DIR / METRICS_FILE).is_file()
+
+
+def _write_section(checkpoint_folder: str | Path, key: str, section: dict[str, Any]) -> Path:
+    """Set metrics.json[key] (replacing an older one); the clean evaluation must exist (it owns the rest)."""
     path = Path(checkpoint_folder) / EVAL_DIR / METRICS_FILE
     if not path.is_file():
         raise ValueError(f"{path} does not exist: run `python -m evaluation.evaluate` before the wild evaluation")
     report = json.loads(path.read_text())
-    report[WILD_SECTION] = section
+    report[key] = section
     path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    return path
+
+
+def write_wild(checkpoint_folder: str | Path, section: dict[str, Any], predictions: pd.DataFrame) -> Path:
+    """Put the wild-photo evaluation into checkpoints/<model>/eval/metrics.json (replacing an older one) and
+    write predictions_wild.csv; the clean evaluation must exist (it owns the rest of metrics.json)."""
+    path = _write_section(checkpoint_folder, WILD_SECTION, section)
     predictions.to_csv(path.parent / WILD_PREDICTIONS_FILE, index=False)
     return path
+
+
+def write_val(checkpoint_folder: str | Path, clean: dict[str, Any], wild: dict[str, Any] | None,
+              detection_rate: float) -> Path:
+    """Store the validation headline metrics (clean faces, and the same faces rendered as photos) in metrics.json."""
+    return _write_section(checkpoint_folder, VAL_SECTION,
+                          {"clean": clean, "wild": wild, "detection_rate": detection_rate})
+
+
+def val_age_mae(report: dict[str, Any]) -> float | None:
+    """Mean of the validation age MAE on clean faces and on faces in rendered photos (years), or None without a
+    val section (`python -m evaluation.wild --split val` adds it)."""
+    section = report.get(VAL_SECTION)
+    if not isinstance(section, dict):
+        return None
+    values = [(section.get(part) or {}).get("age_mae") for part in ("clean", "wild")]
+    return None if None in values else sum(values) / 2
 
 
 def wild_headline(report: dict[str, Any]) -> dict[str, Any] | None:

@@ -13,8 +13,10 @@ the one detection), so re-runs and --no-align cost only the models' forward pass
 
 --split test writes a "wild" section into each checkpoints/<model>/eval/metrics.json (plus
 predictions_wild.csv) and rebuilds checkpoints/leaderboard.csv; run it after `evaluation.evaluate`, which
-rewrites metrics.json. --split val only prints the table (and writes runs/wild/val_<align|box>.csv): it is
-where alignment and augmentation strength are chosen; never tune on test.
+rewrites metrics.json. --split val prints the table, writes runs/wild/val_<align|box>.csv and, for checkpoints
+already evaluated, a "val" section in metrics.json (clean and wild validation headline metrics: the app ranks
+models by them): it is where alignment, augmentation strength and the headline model are chosen; never tune on
+test.
 """
 
 from __future__ import annotations
@@ -43,9 +45,8 @@ from agekit import faces as face_module
 from agekit import wild as wild_module
 from agekit.checkpoint import LoadedModel
 from agekit.data import FaceTensors, load_folder, load_manifest, resolve_data_root
-from agekit.eval_artifacts import write_wild
+from agekit.eval_artifacts import has_metrics, write_val, write_wild
 from agekit.faces import ALIGN_FACES, UTK_SIZE, FaceDetector, load_image
-from agekit.labels import get_age_bins
 from agekit.metrics import CS_YEARS, compute_metrics, headline_metrics, predictions_frame
 from agekit.wild import render_wild
 from evaluation.evaluate import (
@@ -195,7 +196,7 @@ def evaluate_one(loaded: LoadedModel, faces: FaceTensors, crops: WildCrops, opti
                  summary: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]:
     """One model: (wild section for metrics.json, wild predictions table, clean metrics) on the same faces."""
     started = time.perf_counter()
-    age_bins = get_age_bins(loaded.card.age_bins)
+    age_bins = loaded.card.age_bin_scheme()
     truth = {task: values.numpy() for task, values in faces.targets.items()}
     clean = predict_probabilities(loaded, faces.images, options.batch_size)
     clean_frame = predictions_frame(faces.files, truth, clean, age_bins)
@@ -249,6 +250,9 @@ def evaluate_wild(options: WildOptions, detector: FaceDetector | None = None) ->
             section, frame, clean = evaluate_one(loaded, faces, crops, options, summary)
             if options.split == "test":
                 write_wild(loaded.folder, section, frame)
+            elif has_metrics(loaded.folder):  # val: what the app ranks by (never the test split)
+                write_val(loaded.folder, clean["headline"], (section["metrics"] or {}).get("headline"),
+                          section["detection_rate"])
             rows.append(comparison_rows(loaded.card.name, clean, section))
     finally:
         torch.set_num_threads(previous_threads)

@@ -15,6 +15,7 @@ from agekit.data.split import MANIFEST_COLUMNS
 from agekit.eval_artifacts import WILD_PREDICTIONS_FILE, wild_headline
 from agekit.faces import UTK_LANDMARKS, FaceDetector
 from agekit.ui import testset
+from agekit.ui.model_info import ranking_mae
 from evaluation import evaluate, wild
 from evaluation.evaluate import LEADERBOARD_COLUMNS
 
@@ -121,13 +122,19 @@ def test_test_split_writes_wild_sections_and_leaderboard_columns(dataset, tmp_pa
     assert boxed["detect_s"] == 0.0  # read from the cache
 
 
-def test_val_split_prints_but_writes_no_metrics(dataset, tmp_path, save_tiny, half_blind_detector) -> None:
+def test_val_split_writes_only_the_val_section(dataset, tmp_path, save_tiny, half_blind_detector) -> None:
     checkpoints = checkpoints_with_clean_eval(tmp_path, dataset, save_tiny)
-    before = (checkpoints / "tiny_multi" / "eval" / "metrics.json").read_text()
+    before = json.loads((checkpoints / "tiny_multi" / "eval" / "metrics.json").read_text())
     run_wild(dataset, checkpoints, half_blind_detector, tmp_path / "cache", "--split", "val")
-    assert (checkpoints / "tiny_multi" / "eval" / "metrics.json").read_text() == before
-    table = pd.read_csv(tmp_path / "cache" / "val_align.csv")
-    assert list(table["detection"]) == [0.5, 0.5] and set(table["model"]) == {"tiny_multi", "tiny_gender"}
+    after = json.loads((checkpoints / "tiny_multi" / "eval" / "metrics.json").read_text())
+    assert {k: v for k, v in after.items() if k != "val"} == before  # test metrics untouched, no wild section
+    table = pd.read_csv(tmp_path / "cache" / "val_align.csv").set_index("model")
+    assert list(table["detection"]) == [0.5, 0.5] and set(table.index) == {"tiny_multi", "tiny_gender"}
+    val = after["val"]
+    assert val["detection_rate"] == 0.5
+    assert val["clean"]["age_mae"] == pytest.approx(table.loc["tiny_multi", "clean_age_mae"])
+    assert val["wild"]["age_mae"] == pytest.approx(table.loc["tiny_multi", "wild_age_mae"])
+    assert ranking_mae(after) == pytest.approx((val["clean"]["age_mae"] + val["wild"]["age_mae"]) / 2)
 
 
 def test_wild_before_clean_evaluation_is_a_clear_error(dataset, tmp_path, save_tiny, half_blind_detector) -> None:

@@ -29,11 +29,11 @@ class AppContext:
     startup_problems: list[str] = field(default_factory=list)  # shown in the banner
     data_root: str = ""  # AGEKIT_UTKFACE: full-size Error-analysis faces ("" = the shipped test-face pack)
     examples: list[Path] = field(default_factory=list)
-    ranking: dict[str, float] = field(default_factory=dict)  # model → test age MAE, years (model_info.ranking_mae)
+    ranking: dict[str, float] = field(default_factory=dict)  # model → val age MAE, years (model_info.ranking_mae)
 
     @property
     def model_names(self) -> list[str]:
-        """Loaded models best first: by test age MAE (`ranking`), then the unranked ones by family (scratch,
+        """Loaded models best first: by validation age MAE (`ranking`), then the unranked ones by family (scratch,
         pretrained, multitask) and name."""
         order = {family: i for i, family in enumerate(FAMILIES)}
 
@@ -45,7 +45,7 @@ class AppContext:
 
     @property
     def headline_model(self) -> str | None:
-        """The best-ranked loaded model (lowest test age MAE), or None when no loaded model is ranked."""
+        """The best-ranked loaded model (lowest validation age MAE), or None when no loaded model is ranked."""
         names = self.model_names
         return names[0] if names and names[0] in self.ranking else None
 
@@ -59,8 +59,8 @@ class AppContext:
         best = self.headline_model
         if best is None:
             return "No model has a committed test-set evaluation yet, so the columns are not ranked."
-        return (f"Models are listed best first by test-set age MAE; ★ {best} is the headline model "
-                f"(MAE {self.ranking[best]:.2f} years).")
+        return (f"Models are listed best first by validation age MAE (mean of clean faces and faces in photos); "
+                f"★ {best} is the headline model ({self.ranking[best]:.2f} years).")
 
     @property
     def crop_side(self) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from agekit.card import ModelCard
-from agekit.eval_artifacts import EVAL_DIR, METRICS_FILE
+from agekit.eval_artifacts import EVAL_DIR, METRICS_FILE, val_age_mae
 
 # The headline numbers shown next to each model, in this order, when metrics.json has them.
 HEADLINE_METRICS = ("age_mae", "age_cs5", "age_bin_accuracy", "gender_accuracy", "ethnicity_accuracy",
@@ -33,10 +33,14 @@ def read_metrics(folder: str | Path) -> dict[str, Any] | None:
 
 
 def ranking_mae(metrics: dict[str, Any] | None) -> float | None:
-    """The number models are ranked by on the page, best first: test-set age MAE (years) from metrics.json's
-    headline; None for a model without a committed age evaluation (listed after the ranked ones)."""
+    """The number models are ranked by on the page, best first (years): the validation age MAE, mean of clean
+    faces and faces in rendered photos (`eval_artifacts.val_age_mae`), so that picking the headline model never
+    looks at the test split; test-set age MAE for a model evaluated before val sections existed; None for a
+    model without a committed age evaluation (listed after the ranked ones)."""
     if not metrics:
         return None
+    if (val := val_age_mae(metrics)) is not None:
+        return val
     section = metrics_section(metrics)
     value = flat_scalars(section.get("headline", section)).get(RANKING_METRIC)
     return value if value is not None and math.isfinite(value) else None
