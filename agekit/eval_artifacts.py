@@ -39,14 +39,19 @@ def read_predictions(root: str | Path, model: str) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
+def metrics_path(checkpoint_folder: str | Path) -> Path:
+    """checkpoints/<model>/eval/metrics.json of a checkpoint folder."""
+    return Path(checkpoint_folder) / EVAL_DIR / METRICS_FILE
+
+
 def has_metrics(checkpoint_folder: str | Path) -> bool:
     """Whether the clean evaluation (metrics.json) exists for this checkpoint folder."""
-    return (Path(checkpoint_folder) / EVAL_DIR / METRICS_FILE).is_file()
+    return metrics_path(checkpoint_folder).is_file()
 
 
 def _write_section(checkpoint_folder: str | Path, key: str, section: dict[str, Any]) -> Path:
     """Set metrics.json[key] (replacing an older one); the clean evaluation must exist (it owns the rest)."""
-    path = Path(checkpoint_folder) / EVAL_DIR / METRICS_FILE
+    path = metrics_path(checkpoint_folder)
     if not path.is_file():
         raise ValueError(f"{path} does not exist: run `python -m evaluation.evaluate` before the wild evaluation")
     report = json.loads(path.read_text())

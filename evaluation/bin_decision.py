@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from sklearn.metrics import f1_score
 
+from agekit.card import ModelCard
 from agekit.checkpoint import load_checkpoint
 from agekit.data import load_folder, load_manifest, resolve_data_root
 from agekit.labels import AgeBins, get_age_bins
@@ -74,7 +75,7 @@ def decide(folder: Path, faces, shares: np.ndarray, batch_size: int = 64) -> Bin
 
 def write_offsets(folder: Path, offsets: tuple[float, ...]) -> None:
     """Store the decision in the checkpoint's config.json (weights untouched)."""
-    card = load_checkpoint(folder).card
+    card = ModelCard.load(folder)
     card.age_bin_log_offsets = tuple(round(v, 6) for v in offsets)
     card.save(folder)
 
@@ -97,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         train_ages = manifest.rows("train")["age"].to_numpy()
         decisions = []
         for folder in folders:
-            shares = bin_shares(train_ages, get_age_bins(load_checkpoint(folder).card.age_bins))
+            shares = bin_shares(train_ages, get_age_bins(ModelCard.load(folder).age_bins))
             decisions.append(decide(folder, faces, shares))
             if args.write:
                 write_offsets(folder, decisions[-1].log_offsets)
