@@ -516,3 +516,22 @@ def test_cli_audit_split_pack(folder: Path, tmp_path: Path, capsys: pytest.Captu
                  "--quiet"]) == 0
     assert main(["info", str(pack), "--decode"]) == 0
     assert "decode train" in capsys.readouterr().out
+
+
+def test_cli_pack_of_chosen_splits(folder: Path, manifest_path: Path, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    # a train+val pack (what training.gpu_zoo carries to the GPU machine) holds no test face
+    pack = tmp_path / "trainval.safetensors"
+    assert main(["pack", str(folder), "--manifest", str(manifest_path), "--out", str(pack), "--size", "32",
+                 "--splits", "train, val", "--quiet"]) == 0
+    manifest = load_manifest(manifest_path)
+    stored = read_pack(pack)
+    assert sorted(stored.files + [file for file, _ in stored.skipped]) == sorted(
+        manifest.files("train") + manifest.files("val"))
+    assert manifest.files("test") and not set(manifest.files("test")) & set(stored.files)
+    assert set(stored.split.tolist()) == {0, 1} and len(load_pack(pack, "test")) == 0
+    capsys.readouterr()
+    assert main(["pack", str(folder), "--manifest", str(manifest_path), "--out", str(tmp_path / "x.safetensors"),
+                 "--splits", "train,tset", "--quiet"]) == 2
+    assert "error: unknown splits ['tset']; choose from ['train', 'val', 'test']" in capsys.readouterr().err
+    assert not (tmp_path / "x.safetensors").exists()

@@ -177,6 +177,66 @@ def test_bad_weights_give_a_clear_pretrained_error(tmp_path):
         load_dlib_weights(DlibResNet29(), tmp_path / "nope.dat")
 
 
+def dlib_checkpoint(folder: Path, seed: int = 0) -> Path:
+    """A small agekit checkpoint of a random dlib_resnet29 multitask model (non-trivial affine values)."""
+    from agekit.card import ModelCard
+    from agekit.checkpoint import save_checkpoint
+
+    torch.manual_seed(seed)
+    model = create_model("dlib_resnet29", tasks=("age", "gender"))
+    with torch.no_grad():
+        for name, param in model.backbone.named_parameters():
+            if param.ndim == 1 and name.endswith("weight"):
+                param.uniform_(0.5, 1.5)
+            elif param.ndim == 1:
+                param.uniform_(-0.2, 0.2)
+    card = ModelCard(name="dlib", family="multitask", architecture="dlib_resnet29", tasks=model.tasks,
+                     architecture_kwargs=model.architecture_kwargs, input_size=150,
+                     mean=tuple(m / 255 for m in DLIB_MEAN), std=(DLIB_SCALE / 255,) * 3)
+    return save_checkpoint(folder, model, card) / "model.safetensors"
+
+
+def test_backbone_starts_from_an_agekit_checkpoint(tmp_path):
+    from safetensors.torch import load_file
+
+    path = dlib_checkpoint(tmp_path / "ckpt")
+    stored = load_file(str(path))
+    assert any(key.startswith("heads.") for key in stored)
+    loaded = create_model("dlib_resnet29", tasks=("age", "gender", "ethnicity"), pretrained_weights=str(path))
+    backbone = loaded.backbone.state_dict()
+    assert len(backbone) == sum(key.startswith("backbone.") for key in stored) == 117
+    for key, value in backbone.items():
+        torch.testing.assert_close(value, stored[f"backbone.{key}"].float(), rtol=0, atol=0, msg=key)
+    # the plain loader takes it too, and the other checkpoint's heads did not leak into the new model's
+    model = DlibResNet29()
+    load_dlib_weights(model, path)
+    torch.testing.assert_close(model.stem[0].weight, stored["backbone.stem.0.weight"].float(), rtol=0, atol=0)
+    assert not torch.equal(loaded.heads["age"].fc.weight, stored["heads.age.fc.weight"].float())
+
+
+def test_checkpoint_without_a_usable_backbone_is_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    stored = load_file(str(dlib_checkpoint(tmp_path / "ckpt")))
+    heads_only = tmp_path / "heads.safetensors"
+    save_file({k: v for k, v in stored.items() if k.startswith("heads.")}, str(heads_only))
+    with pytest.raises(ValueError, match=f"{heads_only}.*no usable backbone tensors.*task heads only"):
+        create_model("dlib_resnet29", pretrained_weights=str(heads_only))
+    bundle = tmp_path / "bundle.safetensors"
+    save_file({k.replace("backbone.", "backbones.age."): v for k, v in stored.items()}, str(bundle))
+    with pytest.raises(ValueError, match=r"no usable backbone tensors.*one backbone per task"):
+        load_dlib_weights(DlibResNet29(), bundle)
+    wrong = tmp_path / "wrong.safetensors"
+    save_file({**stored, "backbone.stem.0.weight": torch.zeros(32, 3, 5, 5)}, str(wrong))
+    with pytest.raises(ValueError, match=rf"weights in {wrong} do not fit the backbone \(shape mismatch 1: "
+                                         r"stem.0.weight: file \(32, 3, 5, 5\) vs model \(32, 3, 7, 7\)\)"):
+        load_dlib_weights(DlibResNet29(), wrong)
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"encoder.weight": torch.zeros(3)}, str(foreign))
+    with pytest.raises(PretrainedWeightsError, match=rf"weights in {foreign} do not fit.*missing 117.*unexpected 1"):
+        load_dlib_weights(DlibResNet29(), foreign)
+
+
 # ---------------------------------------------------------------- the network
 def test_add_padded_pads_channels_and_space_at_the_high_end():
     a, b = torch.ones(1, 4, 3, 3), torch.full((1, 2, 4, 4), 2.0)

@@ -9,26 +9,38 @@ import tarfile
 import pandas as pd
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from agekit.checkpoint import load_checkpoint, storage_state_dict
+from agekit.data import load_manifest, write_pack
+from agekit.data.pack import PackError
+from agekit.data.split import SplitManifest
+from agekit.data.test_faces import TEST_FACES_PACK
+from agekit.engine import build_model
 from agekit.models import create_model
 from agekit.models.pretrained import shipped_onet_weights
 from training import gpu_zoo
-from training.gpu_zoo import GpuSettings, override_args, plan_epochs, share_of, summarise_history
-from training.train import parse_overrides
+from training.gpu_zoo import GpuSettings, choose_test_pack, override_args, plan_epochs, share_of, summarise_history
+from training.train import init_source, parse_overrides
 
 
 def test_smoke_trains_skips_evaluates_and_bundles(tmp_path, monkeypatch, capsys) -> None:
-    monkeypatch.setitem(gpu_zoo.ZOO, "pretrained_onet", GpuSettings({"pretrained_weights": str(tmp_path / "no.pt")}))
+    monkeypatch.setattr(gpu_zoo, "COMPACT_DIR", tmp_path / "gpu")
+    monkeypatch.setitem(gpu_zoo.ZOO, "pretrained_onet",
+                        GpuSettings({"pretrained_weights": str(tmp_path / "gpu" / "no.pt")}))
+    monkeypatch.setitem(gpu_zoo.ZOO, "multitask_dlib", GpuSettings({"pretrained_weights": "checkpoints/no/model.st"}))
     out, bundle = tmp_path / "zoo", tmp_path / "bundle"
-    assert gpu_zoo.main(["--smoke", "--configs", "scratch_mobilenet,pretrained_onet,no_such_config",
+    assert gpu_zoo.main(["--smoke", "--configs", "scratch_mobilenet,pretrained_onet,multitask_dlib,no_such_config",
                          "--out", str(out), "--bundle", str(bundle)]) == 0
     printed = capsys.readouterr().out
+    test_lines = [line for line in printed.splitlines() if line.startswith("test faces: ")]
+    assert len(test_lines) == 2 and test_lines[0] == test_lines[1]  # before training and at the evaluation
+    assert test_lines[0].startswith("test faces: the test split of ") and test_lines[0].endswith("/smoke.safetensors")
     assert "skip no_such_config: training/configs/no_such_config.yaml not found" in printed
-    assert f"skip pretrained_onet: {tmp_path / 'no.pt'} not found; write it with python -m training.gpu_zoo " \
-           "--export-weights" in printed
-    assert "gpu_zoo: 1 trained, 0 failed, 2 skipped" in printed
+    assert f"skip pretrained_onet: {tmp_path / 'gpu' / 'no.pt'} not found; write it with python -m " \
+           "training.gpu_zoo --export-weights" in printed
+    assert "skip multitask_dlib: checkpoints/no/model.st not found; it belongs to the working tree" in printed
+    assert "gpu_zoo: 1 trained, 0 failed, 3 skipped" in printed
 
     folder = out / "checkpoints" / "scratch_mobilenet"
     card = json.loads((folder / "config.json").read_text())
@@ -98,7 +110,12 @@ def test_compact_weights_load_like_the_originals(tmp_path, monkeypatch) -> None:
     target = tmp_path / "gpu" / "onet.fp16.safetensors"
     monkeypatch.setattr(gpu_zoo, "COMPACT_DIR", tmp_path / "gpu")
     monkeypatch.setitem(gpu_zoo.ZOO, "pretrained_onet", GpuSettings({"pretrained_weights": str(target)}))
-    [line] = gpu_zoo.export_compact_weights(["pretrained_onet", "scratch_facecnn"])
+    stale = tmp_path / "gpu" / "dlib_face_recognition_resnet_model_v1.fp16.safetensors"  # an earlier export
+    stale.parent.mkdir()
+    stale.write_bytes(b"x")
+    removed, line = gpu_zoo.export_compact_weights(["pretrained_onet", "scratch_facecnn", "multitask_dlib"])
+    assert removed == f"removed {stale}: no zoo config reads it (it would only add to the carry)"
+    assert not stale.exists() and sorted(p.name for p in target.parent.iterdir()) == [target.name]
     assert line.startswith(f"pretrained_onet: shipped weights → {target}")
     original = create_model("mtcnn_onet", tasks=("age",), pretrained_weights=str(shipped_onet_weights()))
     compact = create_model("mtcnn_onet", tasks=("age",), pretrained_weights=str(target))
@@ -114,6 +131,39 @@ def test_dlib_backbone_reads_its_own_state_dict_file(tmp_path) -> None:
     loaded = create_model("dlib_resnet29", tasks=("age",), pretrained_weights=str(path))
     for key, value in source.backbone.state_dict().items():
         assert torch.equal(loaded.backbone.state_dict()[key], value.half().float()), key
+
+
+def test_dlib_starts_from_the_committed_checkpoint_backbone(tmp_path) -> None:
+    [entry], skipped = gpu_zoo.resolve_zoo(["multitask_dlib"], str(tmp_path / "pack.safetensors"),
+                                           gpu_zoo.SMOKE_COMMON)
+    assert not skipped and entry.config.pretrained_weights == gpu_zoo.DLIB_CHECKPOINT
+    committed = load_file(gpu_zoo.DLIB_CHECKPOINT)
+    backbone = build_model(entry.config).backbone.state_dict()
+    assert len(backbone) == 117
+    for key, value in backbone.items():
+        assert torch.equal(value, committed[f"backbone.{key}"].float()), key
+    assert init_source(entry.config).startswith("multitask_dlib/model.safetensors sha256:")
+
+
+def test_test_faces_come_from_the_pack_or_the_shipped_test_face_pack(tmp_path) -> None:
+    full = gpu_zoo.write_smoke_pack(tmp_path)
+    manifest = load_manifest(tmp_path / "manifest.csv")
+    assert choose_test_pack(str(full)) == (str(full), f"test faces: the test split of {full}")
+
+    def pack_of(splits: tuple[str, ...], name: str, manifest: SplitManifest = manifest) -> str:
+        return str(write_pack(tmp_path, manifest, tmp_path / name, size=32, splits=splits, workers=1,
+                              progress=False).path)
+
+    trainval, test_only = pack_of(("train", "val"), "trainval.safetensors"), pack_of(("test",), "test.safetensors")
+    assert choose_test_pack(trainval, fallback=test_only) == (
+        test_only, f"test faces: 8 from the shipped test-face pack {test_only} ({trainval} holds no test split)")
+    with pytest.raises(PackError, match="has no test split and the test-face pack .* another split manifest"):
+        choose_test_pack(trainval)  # a pack of the smoke manifest: the shipped test faces are another split's
+    # a train+val pack of the committed manifest gets the shipped test-face pack, all 2,216 faces
+    committed = SplitManifest(manifest.frame, manifest.path, load_manifest().hash)
+    ours = pack_of(("train", "val"), "committed_trainval.safetensors", committed)
+    shipped = f"test faces: 2,216 from the shipped test-face pack {TEST_FACES_PACK} ({ours} holds no test split)"
+    assert choose_test_pack(ours) == (str(TEST_FACES_PACK), shipped)
 
 
 def test_carry_report_counts_the_tree_and_the_carried_paths(tmp_path) -> None:

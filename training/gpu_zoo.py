@@ -1,8 +1,8 @@
 """Train and evaluate the whole model zoo on one GPU in one command, within a wall-time budget.
 
     python -m training.gpu_zoo --export-weights  # float16 pretrained backbones in .weights/gpu/ (to carry)
-    python -m training.gpu_zoo --check-carry packs/utkface_128_q50.safetensors .weights/gpu   # fits the device?
-    python -m training.gpu_zoo --pack packs/utkface_128_q50.safetensors --bundle $OUT [--budget-s 480]
+    python -m training.gpu_zoo --check-carry packs/utkface_128_q50_trainval.safetensors .weights/gpu  # fits?
+    python -m training.gpu_zoo --pack packs/utkface_128_q50_trainval.safetensors --bundle $OUT [--budget-s 480]
     python -m training.gpu_zoo --smoke          # the same code on CPU: tiny synthetic pack, one epoch per model
 
 For each config of ZOO, in order, it applies GPU_COMMON and the config's own GpuSettings on top of its YAML file
@@ -10,7 +10,9 @@ For each config of ZOO, in order, it applies GPU_COMMON and the config's own Gpu
 batches of a throw-away model, plans the epochs that fit the config's share of the time left, and trains with
 training.train.train_and_save; engine.fit stops at the share if the estimate was off and keeps the best
 validation epoch. A config whose file or pretrained-weights file is missing is skipped with one line. Then
-evaluation.evaluate scores every checkpoint on the pack's test split.
+evaluation.evaluate scores every checkpoint on the pack's test split or, for a train+val pack (`python -m
+agekit.data pack ... --splits train,val`, smaller to carry), on the shipped test-face pack (the same test faces
+of the committed split manifest); the log says which.
 
 --out (an empty folder; default runs/gpu_zoo, a temporary one for --smoke) receives checkpoints/<name>/
 (fp16 model.safetensors, config.json, training_log.csv, eval/), checkpoints/leaderboard.csv and throughput.csv /
@@ -44,6 +46,8 @@ from safetensors.torch import save_file
 
 from agekit.checkpoint import storage_state_dict
 from agekit.data import FaceTensors, load_manifest, load_pack, read_pack, write_manifest, write_pack
+from agekit.data.pack import SPLIT_CODES, PackError
+from agekit.data.test_faces import TEST_FACES_PACK, TEST_SPLIT
 from agekit.engine import (
     TrainConfig,
     build_criterion,
@@ -85,11 +89,13 @@ GPU_COMMON: dict[str, Any] = {"device": "cuda", "amp": True, "channels_last": Tr
                               "save_resume": False, "progress": False}
 # Pretrained backbones travel as float16 state dicts written by --export-weights (the device's 64 MiB hold the
 # working tree, the pack and these): RetinaFace 1.7 → 0.4 MiB, O-Net 1.5 → 0.8 MiB (the device has no
-# facenet-pytorch), dlib 21.4 → 10.7 MiB.
+# facenet-pytorch).
 COMPACT_DIR = Path(".weights/gpu")
 RETINAFACE = str(COMPACT_DIR / "retinaface_mobilenet0.25_widerface.fp16.safetensors")
 ONET = str(COMPACT_DIR / "onet.fp16.safetensors")
-DLIB = str(COMPACT_DIR / "dlib_face_recognition_resnet_model_v1.fp16.safetensors")
+# dlib's backbone comes from the committed CPU-trained checkpoint (already in the working tree, so it costs no
+# carry; dlib's own .dat would add 10.7 MiB as float16): its backbone continues training, its heads start afresh.
+DLIB_CHECKPOINT = "checkpoints/multitask_dlib/model.safetensors"
 # The recipes (batch, lr, schedule) stay as in the YAML files; the GPU buys epochs and, for the 64 px scratch
 # nets, the pack's full resolution. Small, fast models first: what they leave unused flows to the big ones.
 ZOO: dict[str, GpuSettings] = {
@@ -102,7 +108,7 @@ ZOO: dict[str, GpuSettings] = {
     "scratch_resnet18": GpuSettings({"batch_size": 512}, max_epochs=40, weight=2.0),
     # dlib keeps its config's 150 px (below ~144 px its last level is 1x1 and the pretrained features lose their
     # value); the 128 px pack is upsampled to it.
-    "multitask_dlib": GpuSettings({"pretrained_weights": DLIB}, max_epochs=30, weight=2.0),
+    "multitask_dlib": GpuSettings({"pretrained_weights": DLIB_CHECKPOINT}, max_epochs=30, weight=2.0),
 }
 # --smoke: the same path on CPU, small enough for CI. Input sizes stay the configs' own (the code path is the point).
 SMOKE_COMMON: dict[str, Any] = {"device": "cpu", "amp": False, "channels_last": True, "patience": 0,
@@ -139,8 +145,9 @@ def resolve_zoo(names: list[str], pack: str, common: dict[str, Any], max_epochs:
         argv = ["--config", str(path), "--pack", pack, *override_args({**settings.overrides, **common})]
         weights = settings.overrides.get("pretrained_weights")
         if weights and not Path(weights).is_file():
-            skipped.append(f"skip {name}: {weights} not found; write it with python -m training.gpu_zoo "
-                           "--export-weights (needs the original weights here)")
+            how = ("write it with python -m training.gpu_zoo --export-weights (needs the original weights here)"
+                   if str(weights).startswith(str(COMPACT_DIR)) else "it belongs to the working tree (git status)")
+            skipped.append(f"skip {name}: {weights} not found; {how}")
             continue
         try:
             config, run = load_run_config(parse_args(argv))
@@ -156,8 +163,15 @@ def resolve_zoo(names: list[str], pack: str, common: dict[str, Any], max_epochs:
 def export_compact_weights(names: list[str]) -> list[str]:
     """For each zoo config that starts from a COMPACT_DIR file: build its backbone from the config's own
     pretrained source (through the registry, so any format a builder reads is converted) and save it there as a
-    float16 state dict, which the builder reads back as a plain state dict. Returns one line per config."""
+    float16 state dict, which the builder reads back as a plain state dict. Files in COMPACT_DIR that no ZOO
+    config reads (an earlier export, such as dlib's) are removed, since the whole folder is carried. Returns one
+    line per config written or file removed."""
     lines = []
+    wanted = {Path(s.overrides["pretrained_weights"]) for s in ZOO.values() if s.overrides.get("pretrained_weights")}
+    for stale in sorted(COMPACT_DIR.glob("*")) if COMPACT_DIR.is_dir() else []:
+        if stale.is_file() and stale not in wanted:
+            stale.unlink()
+            lines.append(f"removed {stale}: no zoo config reads it (it would only add to the carry)")
     for name in names:
         target = ZOO.get(name, GpuSettings()).overrides.get("pretrained_weights")
         path = CONFIG_DIR / f"{name}.yaml"
@@ -176,6 +190,22 @@ def export_compact_weights(names: list[str]) -> list[str]:
         lines.append(f"{name}: {config.pretrained_weights or 'shipped weights'} → {target} "
                      f"({Path(target).stat().st_size / MIB:.2f} MiB)")
     return lines
+
+
+def choose_test_pack(pack: str, fallback: str | Path = TEST_FACES_PACK) -> tuple[str, str]:
+    """The pack the evaluation reads the test split from, and a line saying which: `pack` itself when it holds
+    test faces, else `fallback` (the shipped test-face pack: the committed manifest's test faces). Raises PackError
+    when the fallback is needed but was built from another split manifest than `pack`."""
+    contents = read_pack(pack)
+    if (contents.split == SPLIT_CODES[TEST_SPLIT]).any():
+        return pack, f"test faces: the {TEST_SPLIT} split of {pack}"
+    shipped = read_pack(fallback)
+    if shipped.manifest_hash != contents.manifest_hash:
+        raise PackError(f"{pack} has no {TEST_SPLIT} split and the test-face pack {fallback} was built from another "
+                        f"split manifest ({shipped.manifest_hash[:12]}… vs {contents.manifest_hash[:12]}…): "
+                        f"rebuild the pack with the test split (--splits train,val,test)")
+    return str(fallback), (f"test faces: {len(shipped):,} from the shipped test-face pack {fallback} "
+                           f"({pack} holds no {TEST_SPLIT} split)")
 
 
 # ---------------------------------------------------------------- throughput and the epoch plan
@@ -360,7 +390,8 @@ def train_zoo(entries: list[ZooEntry], pack: str, out: Path, deadline: float, ev
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pack", help="face pack (with train, val and test splits); --smoke builds a tiny one")
+    parser.add_argument("--pack", help="face pack with train and val splits (and test; without it the shipped "
+                        "test-face pack is evaluated); --smoke builds a tiny one")
     parser.add_argument("--out", type=Path, help="empty folder for checkpoints and tables (default runs/gpu_zoo; "
                         "--smoke: a temporary one)")
     parser.add_argument("--bundle", type=Path, help="also write the results as ≤ 15 MiB parts here (the device's $OUT)")
@@ -394,7 +425,9 @@ def run_zoo(args: argparse.Namespace, names: list[str], pack: str, manifest: str
     if out.is_dir() and any(out.iterdir()):  # stale checkpoints would join the leaderboard and the bundle
         raise SystemExit(f"--out {out} is not empty (an earlier run?): remove it or pass another --out")
     deadline = time.perf_counter() + args.budget_s
-    read_pack(pack)  # a missing or foreign file fails here with PackError's message, before any training
+    # a missing or foreign pack, or one without test faces nor a matching test-face pack, fails here before training
+    test_pack, test_line = choose_test_pack(pack)
+    print(test_line)
     entries, skipped = resolve_zoo(names, pack, mode.common, mode.max_epochs)
     if skipped:
         print("\n".join(skipped))
@@ -407,8 +440,9 @@ def run_zoo(args: argparse.Namespace, names: list[str], pack: str, manifest: str
         raise SystemExit("no config trained; see the skip / failed lines above")
     device_name = torch.cuda.get_device_name() if mode.common["device"] == "cuda" else "cpu"
     print("\n" + write_throughput(rows, out, device_name).read_text())
+    print(f"\n{test_line}")
     results = evaluate_checkpoints(EvalOptions(
-        checkpoints=out / "checkpoints", pack=pack, manifest=manifest, models=[row["name"] for row in rows],
+        checkpoints=out / "checkpoints", pack=test_pack, manifest=manifest, models=[row["name"] for row in rows],
         threads=mode.workers, device=mode.common["device"], latency_runs=mode.latency_runs,
         latency_warmup=min(2, mode.latency_runs)))
     print("\n" + summary_table(results))

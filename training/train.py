@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from agekit.card import ModelCard
-from agekit.checkpoint import save_checkpoint
+from agekit.checkpoint import MODEL_FILE, save_checkpoint
 from agekit.engine import RESUME_FILE, FaceData, FitResult, TrainConfig, fit
 from agekit.models.dlib_resnet import packaged_weights
 from agekit.models.pretrained import file_sha256, shipped_onet_weights
@@ -65,9 +65,12 @@ def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def init_source(config: TrainConfig) -> str:
-    """Where the weights started: '<file> sha256:<hash>', 'timm hub:<name>', a facenet-pytorch source, or 'random'."""
+    """Where the weights started: '<file> sha256:<hash>', 'timm hub:<name>', a facenet-pytorch source, or 'random'.
+    A checkpoint's weights file keeps its folder ('multitask_dlib/model.safetensors'): the name alone says nothing."""
     if config.pretrained_weights:
-        return f"{Path(config.pretrained_weights).name} sha256:{file_sha256(config.pretrained_weights)}"
+        path = Path(config.pretrained_weights)
+        name = f"{path.parent.name}/{path.name}" if path.name == MODEL_FILE else path.name
+        return f"{name} sha256:{file_sha256(path)}"
     if not config.pretrained:
         return "random"
     if config.architecture.startswith("timm/"):

@@ -3,6 +3,7 @@
     python -m agekit.data audit PATH [--out runs/audit]
     python -m agekit.data split PATH [--seed 0] [--val 0.1 --test 0.1] [--out agekit/data/manifests/utkface_split.csv]
     python -m agekit.data pack PATH [--manifest FILE] [--out packs/utkface_128.safetensors] [--size 128] [--quality 90]
+                               [--splits train,val]   (default all three; e.g. a train+val pack to carry to a GPU)
     python -m agekit.data test-faces PATH      (rebuild the test-face pack shipped in agekit/data/test_faces/)
     python -m agekit.data info packs/utkface_128.safetensors [--decode]
     python -m agekit.data codecs PATH [--n 300] [--sizes 64,96,128]
@@ -169,7 +170,7 @@ def run_pack(args: argparse.Namespace) -> None:
     root = resolve_data_root(args.path)
     manifest = load_manifest(args.manifest)
     out = args.out or Path(f"packs/utkface_{args.size}.safetensors")
-    splits = [s for s in args.splits.split(",") if s]
+    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     summary = write_pack(root, manifest, out, size=args.size, codec=args.codec, quality=args.quality,
                          splits=splits, workers=args.workers, progress=not args.quiet)
     print(f"wrote {summary.path}: {summary.images:,} images, {summary.file_bytes / 1e6:.1f} MB "

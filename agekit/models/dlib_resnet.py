@@ -23,7 +23,7 @@ from torch import nn
 
 from agekit.models.dlib_format import DlibFormatError, DlibLayer, read_dlib_net
 from agekit.models.registry import Backbone, PretrainedWeightsError, register_backbone
-from agekit.models.weights import load_backbone_weights, read_state_dict
+from agekit.models.weights import checkpoint_backbone_state, load_backbone_weights, read_state_dict
 
 DLIB_MEAN = (122.782, 117.001, 104.298)  # RGB pixel means subtracted by dlib's input layer (0..255)
 DLIB_SCALE = 256.0  # dlib divides the centred pixel by 256
@@ -190,10 +190,13 @@ def packaged_weights() -> Path | None:
 
 def load_dlib_weights(model: DlibResNet29, path: str | Path) -> None:
     """Load dlib's face-recognition weights from `path` into `model`; clear PretrainedWeightsError otherwise.
-    A .safetensors file is this module's own state dict (e.g. the float16 copy `training.gpu_zoo --export-weights`
-    writes for the GPU machine); anything else is read as dlib's .dat format."""
+    A .safetensors file is either this module's own state dict (e.g. a float16 copy of dlib's weights) or an agekit
+    checkpoint's model.safetensors of a dlib_resnet29 model (its shared backbone is taken, the task heads are
+    ignored; a file without usable backbone tensors or with wrong shapes raises WeightsMismatchError, a
+    ValueError, naming the file). Anything else is read as dlib's .dat format."""
     if Path(path).suffix == ".safetensors":
-        load_backbone_weights(model, read_state_dict(path), source=Path(path).name)
+        state = checkpoint_backbone_state(read_state_dict(path), source=str(path))
+        load_backbone_weights(model, state, source=str(path))
         return
     try:
         model.load_state_dict(dlib_state_dict(model, path))
@@ -207,8 +210,9 @@ def load_dlib_weights(model: DlibResNet29, path: str | Path) -> None:
 @register_backbone("dlib_resnet29")
 def build_dlib_resnet29(pretrained: bool = False, pretrained_weights: str | None = None,
                         in_chans: int = 3) -> Backbone:
-    """dlib's face-recognition ResNet; pretrained weights from `pretrained_weights` (a dlib .dat file) or, without
-    one, from the installed face_recognition_models package."""
+    """dlib's face-recognition ResNet; pretrained weights from `pretrained_weights` (a dlib .dat file, a state dict
+    .safetensors or an agekit dlib_resnet29 checkpoint's model.safetensors, see load_dlib_weights) or, without one,
+    from the installed face_recognition_models package."""
     if in_chans != 3:
         raise ValueError(f"dlib_resnet29 takes RGB input only (in_chans 3), not in_chans {in_chans}")
     model = DlibResNet29()

@@ -13,6 +13,14 @@ from torch import nn
 from agekit.models.registry import PretrainedWeightsError
 
 log = logging.getLogger("agekit.models")
+# An agekit checkpoint's model.safetensors (agekit.checkpoint) with one shared backbone keeps the backbone's tensors
+# under BACKBONE_PREFIX and the task heads under HEADS_PREFIX; a bundle of single-task nets uses BUNDLE_PREFIX.
+BACKBONE_PREFIX, HEADS_PREFIX, BUNDLE_PREFIX = "backbone.", "heads.", "backbones."
+
+
+class WeightsMismatchError(PretrainedWeightsError, ValueError):
+    """A weights file whose tensors do not fit the backbone (no usable keys, missing, unexpected or mis-shaped
+    ones); a ValueError too, since the file given is what is wrong."""
 
 
 @dataclass
@@ -71,19 +79,39 @@ def state_dict_mismatch(expected: Mapping[str, torch.Tensor], state: Mapping[str
                      (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)) if keys)
 
 
+def checkpoint_backbone_state(state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """The backbone tensors of an agekit checkpoint's weights: the 'backbone.*' keys with the prefix removed, the
+    task heads ('heads.*') left out. `state` comes back unchanged when it is not a checkpoint's (no key has one of
+    the checkpoint prefixes), e.g. a plain backbone state dict. Raises WeightsMismatchError naming `source` when
+    the checkpoint holds no shared backbone or keys outside backbone and heads."""
+    if not any(key.startswith((BACKBONE_PREFIX, HEADS_PREFIX, BUNDLE_PREFIX)) for key in state):
+        return state
+    backbone = {k.removeprefix(BACKBONE_PREFIX): v for k, v in state.items() if k.startswith(BACKBONE_PREFIX)}
+    if not backbone:
+        kind = ("one backbone per task ('backbones.<task>.*')" if any(k.startswith(BUNDLE_PREFIX) for k in state)
+                else "task heads only")
+        raise WeightsMismatchError(f"{source} holds no usable backbone tensors (no '{BACKBONE_PREFIX}*' keys; it has "
+                                   f"{kind}): start from a checkpoint with a shared backbone (shared_backbone: true)")
+    others = sorted(k for k in state if not k.startswith((BACKBONE_PREFIX, HEADS_PREFIX)))
+    if others:
+        raise WeightsMismatchError(f"{source} is not a plain agekit checkpoint: {len(others)} keys outside "
+                                   f"'{BACKBONE_PREFIX}*' and '{HEADS_PREFIX}*' ({', '.join(others[:8])})")
+    return backbone
+
+
 def load_backbone_weights(module: nn.Module, state: dict[str, torch.Tensor], source: str,
                           ignore_prefixes: Iterable[str] = ()) -> WeightsReport:
     """Load `state` into `module`, requiring every module key to be present with the same shape.
 
     Keys starting with one of `ignore_prefixes` (a classifier or detector head) are skipped and reported;
-    any other missing, unexpected or mis-shaped key raises PretrainedWeightsError naming the keys.
+    any other missing, unexpected or mis-shaped key raises WeightsMismatchError naming the keys.
     """
     ignore_prefixes = tuple(ignore_prefixes)
     ignored = sorted(k for k in state if ignore_prefixes and k.startswith(ignore_prefixes))
     kept = {k: v for k, v in state.items() if k not in set(ignored)}
     problems = state_dict_mismatch(module.state_dict(), kept)
     if problems:
-        raise PretrainedWeightsError(
+        raise WeightsMismatchError(
             f"weights in {source} do not fit the backbone ({problems}). "
             "Is this file for this architecture?"
         )
