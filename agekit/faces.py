@@ -410,9 +410,12 @@ class FaceDetector:
         # heavy import, only when a detector is wanted
         from facenet_pytorch import MTCNN
 
+        from agekit import mtcnn_pools
+
         self.max_side, self.max_faces, self.min_face_px, self.min_score = max_side, max_faces, min_face_px, min_score
         self.align = ALIGN_FACES if align is None else align
         self.mtcnn = MTCNN(keep_all=True, min_face_size=min_face_px, device="cpu").eval()
+        mtcnn_pools.replace_max_pools(self.mtcnn)  # bit-identical and faster on the CPU
 
     def find_faces(self, image: Image.Image) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """All faces in an RGB image, largest first: (N,4) boxes (x1, y1, x2, y2), (N,) probabilities and (N,5,2)

@@ -56,3 +56,46 @@ def test_gradio_error_payloads_are_shown_and_short() -> None:
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="glibc mallopt is Linux-only here")
 def test_heap_setting_applies_on_glibc() -> None:
     assert serving.limit_heap_fragmentation() is True
+
+
+def test_the_queue_polls_every_5_ms_not_every_1() -> None:
+    with gr.Blocks() as demo:
+        gr.Markdown("x")
+    demo.queue()
+    assert serving.poll_queue_every(demo, serving.QUEUE_POLL_S) is True
+    assert demo._queue.sleep_when_free == serving.QUEUE_POLL_S == 0.005
+    assert serving.poll_queue_every(SimpleNamespace(), 0.005) is False  # a Gradio without the setting: left as is
+
+
+class ScriptedQueue:
+    """A stand-in for Gradio's queue whose `active_jobs` says busy or idle from a script, one entry per look."""
+
+    def __init__(self, busy: list[bool]) -> None:
+        self.busy = iter(busy)
+
+    @property
+    def active_jobs(self) -> list:
+        return [[object()]] if next(self.busy, False) else [None]
+
+
+def test_free_heap_is_returned_only_when_idle_and_well_above_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    # MB at each look: the start, then per check (and once more after each trim)
+    resident = iter([1000.0, 1100.0, 1400.0, 1010.0, 1400.0, 1400.0])
+    released = []
+    monkeypatch.setattr(serving, "resident_mb", lambda: next(resident))
+    monkeypatch.setattr(serving, "release_free_heap", lambda: released.append(True) or True)
+    demo = SimpleNamespace(_queue=ScriptedQueue([True, False, False, False]))
+    trims = serving.trim_memory_when_idle(demo, idle_s=0.0, above_mb=150, poll_s=0.0, rounds=4)
+    # check 1: an event runs; 2: only +100 MB; 3: +400 → trimmed (1010 MB after); 4: +400 again → trimmed again
+    assert trims == len(released) == 2
+
+
+def test_no_trim_while_events_run_or_before_the_idle_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    readings = iter([1000.0] + [5000.0] * 20)  # far above the start at every check
+    monkeypatch.setattr(serving, "resident_mb", lambda: next(readings))
+    monkeypatch.setattr(serving, "release_free_heap", lambda: True)
+    busy = SimpleNamespace(_queue=ScriptedQueue([True] * 5))
+    assert serving.trim_memory_when_idle(busy, idle_s=0.0, poll_s=0.0, rounds=5) == 0
+    readings = iter([1000.0] + [5000.0] * 20)
+    idle = SimpleNamespace(_queue=ScriptedQueue([]))
+    assert serving.trim_memory_when_idle(idle, idle_s=60.0, poll_s=0.0, rounds=5) == 0  # not idle for long enough

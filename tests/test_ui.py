@@ -307,7 +307,7 @@ def test_a_39_megapixel_photo_leaves_a_small_session_state(ctx: AppContext, tmp_
     big.save(path, quality=70)
     annotated, _, state, status, *_ = compare.on_photo(ctx, str(path))
     assert status.startswith("Found 1 face")
-    assert max(annotated.size) == compare.ANNOTATED_MAX_SIDE  # the page gets a preview, not the photo
+    assert compare.ANNOTATED_MAX_SIDE // 2 < max(annotated.size) <= compare.ANNOTATED_MAX_SIDE  # a preview
     # what the session keeps: crops at model size and predictions, no image of the photo (117 MB decoded)
     assert state.annotated is None and all(f.image.size == (32, 32) for f in state.faces)
     assert len(pickle.dumps(state)) < 20_000
@@ -335,6 +335,27 @@ def test_on_face_says_when_the_models_disagree(ctx: AppContext, analysis: compar
                    "tiny_gender": [replace(swapped["tiny_gender"][0], gender_probs=np.array([0.2, 0.8]))]}
     note = compare.on_face(ctx, replace(analysis, predictions=disagreeing), "Face 1")[0]
     assert note.startswith("⚠️ The models disagree strongly on face 1: gender is split")
+
+
+def test_annotated_preview_shrinks_by_a_whole_factor_and_moves_the_boxes() -> None:
+    photo = Image.new("RGB", (1920, 1280), (200, 200, 200))
+    face = FaceCrop(Image.new("RGB", (8, 8)), (400.0, 200.0, 800.0, 600.0), 0.99, (0, 0, 8, 8), 1)
+    preview = compare.annotated_preview(photo, [face])
+    assert preview.size == (960, 640)  # 1920 / 1024 → reduced by 2
+    pixels = np.asarray(preview)
+    assert (pixels[150:450, 150:250] != 200).any(axis=-1).any()  # the box's left edge near x = 200
+    assert (pixels[100, :150] == 200).all() and (pixels[460:, :] == 200).all()  # nothing drawn outside it
+    assert compare.annotated_preview(Image.new("RGB", (1200, 800)), []).size == (1024, 683)  # factor 1: resized
+    assert compare.annotated_preview(Image.new("RGB", (2500, 1000)), []).size == (1024, 410)  # 1250 px, resized
+    assert compare.annotated_preview(Image.new("RGB", (640, 480)), []).size == (640, 480)
+
+
+def test_age_chart_payload_is_the_figure_as_json(analysis: compare.FaceAnalysis) -> None:
+    prediction = analysis.predictions["tiny_multi"][0]
+    payload = compare.age_bin_plot(prediction)
+    assert payload.type == "plotly"
+    assert json.loads(payload.plot) == json.loads(compare.age_bin_figure(prediction).to_json())
+    assert compare.age_bin_plot(None) is None
 
 
 def test_age_chart_leaves_room_for_plotlys_toolbar(analysis: compare.FaceAnalysis) -> None:

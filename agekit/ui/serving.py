@@ -41,6 +41,15 @@ CACHE_BUDGET_BYTES = 256 * 1024**2  # files the app received or wrote, at most (
 CACHE_MIN_AGE_S = 60.0  # younger files are never deleted: a queued event may still read them
 CACHE_SWEEP_S = 10.0  # how often the cache is checked against the budget
 DELETE_CACHE = (600, 3600)  # Gradio's own clean-up: every 10 min, files older than 1 h; all at shutdown
+# Gradio's queue loop checks for new events every 1 ms when it has nothing to start (`sleep_when_free`): on 2 vCPUs
+# those wake-ups, each taking the GIL, cost the 5-face photo event ~50 ms of CPU and ~25 ms of latency. Every 5 ms
+# is enough (the README's "End to end" has the before and after).
+QUEUE_POLL_S = 0.005
+# Free heap memory goes back to the system (glibc malloc_trim) once the app has been idle this long and its resident
+# memory is this far above what it was when it started serving: giant photos leave fragmented heap behind, while
+# ordinary photos never pass the mark, so their requests keep reusing warm memory (no page faults).
+TRIM_IDLE_S = 1.0
+TRIM_ABOVE_MB = 150
 
 
 def launch(demo: gr.Blocks, port: int, page_concurrency: int, host: str | None = None, css: str | None = None,
@@ -50,11 +59,25 @@ def launch(demo: gr.Blocks, port: int, page_concurrency: int, host: str | None =
     show_short_errors()
     limit_heap_fragmentation()
     demo.queue(default_concurrency_limit=page_concurrency, max_size=QUEUE_SIZE)
+    poll_queue_every(demo, QUEUE_POLL_S)
     sweeper = threading.Thread(target=keep_cache_within_budget, args=(demo,), daemon=True, name="cache-budget")
     sweeper.start()
+    trimmer = threading.Thread(target=trim_memory_when_idle, args=(demo,), daemon=True, name="memory-trim")
+    trimmer.start()
     demo.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD_BYTES, show_error=True,
                 state_session_capacity=SESSION_CAPACITY, css=css, **launch_kwargs)
     return demo
+
+
+def poll_queue_every(demo: gr.Blocks, seconds: float) -> bool:
+    """Set how often the queue of a queued `demo` looks for new events when idle (a private Gradio attribute:
+    returns False, and logs, where this Gradio has no such setting)."""
+    queue = getattr(demo, "_queue", None)
+    if queue is None or not hasattr(queue, "sleep_when_free"):
+        log.warning("this Gradio's queue has no sleep_when_free; the queue polls at Gradio's default rate")
+        return False
+    queue.sleep_when_free = seconds
+    return True
 
 
 # ---------------------------------------------------------------- disk
@@ -113,25 +136,82 @@ def keep_cache_within_budget(demo: gr.Blocks, interval_s: float = CACHE_SWEEP_S)
 
 # ---------------------------------------------------------------- memory
 
-M_MMAP_THRESHOLD = -3  # glibc mallopt parameter numbers (malloc.h)
+M_TRIM_THRESHOLD = -1  # glibc mallopt parameter numbers (malloc.h)
+M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
-MMAP_THRESHOLD_BYTES = 1024 * 1024
+MMAP_THRESHOLD_BYTES = 32 * 1024**2  # glibc's own ceiling for its dynamic threshold
+TRIM_THRESHOLD_BYTES = 64 * 1024**2
 
 
 def limit_heap_fragmentation() -> bool:
-    """glibc: allocations of 1 MB and more (decoded photos, their copies) come from mmap and go back to the
-    system when freed, and threads share 2 malloc arenas. By default glibc raises its mmap threshold after each
-    freed big block (up to 32 MB) and gives every thread its own arena, so freed photo buffers can stay in the
-    process as fragmented heap. Returns whether it applied (False off glibc). Not measured on its own: the
-    sessions check of bench.hostile_load measures the whole app with it."""
+    """glibc: allocations of 32 MB and more (decoded photos of ~11 MP and up, their copies) come from mmap and go
+    back to the system when freed, free memory above 64 MB at the top of the heap is given back, and threads
+    share 2 malloc arenas. By default glibc raises its mmap threshold after each freed big block and gives every
+    thread its own arena, so freed photo buffers can stay in the process as fragmented heap. The threshold is not
+    lower on purpose: at 1 MB every activation tensor of detection and the models was a fresh mmap whose pages
+    fault in again on each request, which cost the 5-face photo about 100 ms (README, "End to end"). Returns whether it applied (False off glibc). Memory under hostile sessions: bench.hostile_load."""
     libc_name = ctypes.util.find_library("c")
     if os.name != "posix" or not libc_name:
         return False
     try:
         libc = ctypes.CDLL(libc_name)
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(libc.mallopt(M_ARENA_MAX, 2))
+        return (bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+                and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+                and bool(libc.mallopt(M_ARENA_MAX, 2)))
     except (OSError, AttributeError):
         return False
+
+
+def resident_mb() -> float | None:
+    """This process's resident memory (MB), or None where /proc is missing."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def release_free_heap() -> bool:
+    """glibc's malloc_trim(0): free memory of every arena, fragmented pages included, goes back to the system.
+    Returns whether anything was released (False off glibc)."""
+    libc_name = ctypes.util.find_library("c")
+    if os.name != "posix" or not libc_name:
+        return False
+    try:
+        return bool(ctypes.CDLL(libc_name).malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
+def queue_busy(demo: gr.Blocks) -> bool:
+    """Whether any queued event of `demo` is running now."""
+    queue = getattr(demo, "_queue", None)
+    return any(job is not None for job in getattr(queue, "active_jobs", None) or [])
+
+
+def trim_memory_when_idle(demo: gr.Blocks, idle_s: float = TRIM_IDLE_S, above_mb: float = TRIM_ABOVE_MB,
+                          poll_s: float = 0.25, rounds: int | None = None) -> int:
+    """Every `poll_s`: once no event has run for `idle_s` and resident memory is more than `above_mb` over the
+    level at the first check, release_free_heap(). `rounds`: stop after that many checks (tests); returns how
+    many times it trimmed."""
+    baseline, last_busy, trims = resident_mb(), time.monotonic(), 0
+    while rounds is None or rounds > 0:
+        rounds = None if rounds is None else rounds - 1
+        time.sleep(poll_s)
+        now = time.monotonic()
+        if queue_busy(demo):
+            last_busy = now
+            continue
+        resident = resident_mb()
+        if baseline is None or resident is None or now - last_busy < idle_s or resident - baseline <= above_mb:
+            continue
+        if release_free_heap():
+            trims += 1
+            after = resident_mb() or resident
+            log.info("idle: resident memory %.0f MB → %.0f MB after returning free heap", resident, after)
+            baseline = max(baseline, after - above_mb)  # what could not be returned is not trimmed for again
+        last_busy = now  # not again before the next idle spell
+    return trims
 
 
 # ---------------------------------------------------------------- errors
