@@ -39,6 +39,7 @@ MAX_PIXELS = 40_000_000  # larger images decoded at full size are refused: secon
 # JPEGs are decoded reduced (libjpeg's DCT scaling, PIL's `draft`) to their working size, so a 100-MP phone photo
 # costs what a 6-MP one does; the cap only bounds the header a JPEG may claim (a 200-MP one decodes at 1/4).
 MAX_JPEG_PIXELS = 200_000_000
+DECODE_SCALE_INFO = "agekit_decode_scale"  # key in a reduced-decoded image's PIL info: file px per image px
 REDUCIBLE_FORMATS = ("JPEG", "MPO")  # PIL formats whose `draft` decodes at 1/2, 1/4 or 1/8 scale
 # Working size: a JPEG whose longer side is at least twice this is decoded at the largest of 1/2, 1/4, 1/8 scale
 # that keeps its longer side >= WORK_SIDE px. Detection runs at 640 px; crops are cut from the working image, so
@@ -98,7 +99,8 @@ def load_image(source: str | Path | bytes | bytearray | Image.Image | np.ndarray
 
     Applies the EXIF orientation, keeps the first frame of animations, composites transparency on white and
     scales 16-bit / 32-bit / float pixels to 8 bits. JPEGs of 2 x WORK_SIDE px or more on their longer side are
-    decoded at 1/2, 1/4 or 1/8 scale (see `decode_scale`), so pixel coordinates refer to that reduced image.
+    decoded at 1/2, 1/4 or 1/8 scale (see `decode_scale`), so pixel coordinates refer to that reduced image; its
+    `info[DECODE_SCALE_INFO]` then says how many of the file's pixels one of its pixels spans (`decode_factor`).
     Raises ImageError with a user-facing message for empty, corrupt, truncated, huge or tiny images.
     """
     if isinstance(source, np.ndarray):
@@ -113,10 +115,12 @@ def load_image(source: str | Path | bytes | bytearray | Image.Image | np.ndarray
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             if getattr(image, "n_frames", 1) > 1:
                 image.seek(0)  # first frame of an animated GIF / WebP / APNG / MPO
+            file_width = image.width
             if image.format in REDUCIBLE_FORMATS and decode_scale(image.size) > 1:
                 scale = decode_scale(image.size)
                 image.draft(image.mode, (max(1, image.width // scale), max(1, image.height // scale)))
             image.load()
+            factor = file_width / image.width
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise _too_large(err) from None
     except (OSError, SyntaxError, ValueError, TypeError, EOFError, IndexError) as err:
@@ -127,7 +131,15 @@ def load_image(source: str | Path | bytes | bytearray | Image.Image | np.ndarray
     if min(rgb.size) < MIN_SIDE:
         raise ImageError(f"the image is too small ({rgb.width}x{rgb.height} px); upload a photo at least "
                          f"{MIN_SIDE} px on each side")
+    if factor != 1.0:
+        rgb.info[DECODE_SCALE_INFO] = factor
     return rgb
+
+
+def decode_factor(image: Image.Image) -> float:
+    """How many pixels of the original file one pixel of a `load_image` result spans (1.0 unless decoded reduced):
+    multiply its pixel coordinates by this to get the file's."""
+    return float(image.info.get(DECODE_SCALE_INFO, 1.0))
 
 
 def _open_encoded(source: str | Path | bytes | bytearray) -> Image.Image:

@@ -26,6 +26,7 @@ from agekit.faces import (
     alignment_matrix,
     apply_transform,
     crop_face,
+    decode_factor,
     decode_scale,
     draw_boxes,
     face_fills_frame,
@@ -222,11 +223,13 @@ def test_100_megapixel_jpeg_is_decoded_reduced(tmp_path: Path) -> None:
     assert image.mode == "RGB" and image.size == (3000, 2100)  # 1/4 scale: same aspect ratio, >= WORK_SIDE
     assert WORK_SIDE <= max(image.size) < 2 * WORK_SIDE
     assert image.getpixel((1500, 100)) == (0, 0, 0) and image.getpixel((1500, 2000)) == (200, 200, 200)
+    assert decode_factor(image) == 4.0  # coordinates x 4 = the file's pixels
+    assert decode_factor(load_image(big_jpeg(640, 480))) == 1.0  # decoded at full size
 
 
 def test_exif_rotated_big_jpeg_comes_out_upright() -> None:
     image = load_image(big_jpeg(8064, 6048, orientation=6))  # 48 MP, stored landscape, "rotate 90° clockwise"
-    assert image.size == (3024, 4032)  # portrait, at 1/2 scale
+    assert image.size == (3024, 4032) and decode_factor(image) == 2.0  # portrait, at 1/2 scale
     # the stored top band (black) is on the right once upright
     assert image.getpixel((3020, 2000)) == (0, 0, 0) and image.getpixel((100, 2000)) == (200, 200, 200)
 

@@ -311,6 +311,10 @@ def test_a_39_megapixel_photo_leaves_a_small_session_state(ctx: AppContext, tmp_
     # what the session keeps: crops at model size and predictions, no image of the photo (117 MB decoded)
     assert state.annotated is None and all(f.image.size == (32, 32) for f in state.faces)
     assert len(pickle.dumps(state)) < 20_000
+    # decoded at 1/2 scale, but the API's box is in the photo's own pixels: around the pasted face
+    (face,) = api.predict_json(ctx, str(path))["faces"]
+    x1, y1, x2, y2 = face["box"]
+    assert 2400 <= x1 < x2 <= 4800 and 1500 <= y1 < y2 <= 3900 and x2 - x1 > 300  # reduced px: ~210, x ~1600
 
 
 def test_disagreement_line_on_age_spread_or_gender_split() -> None:

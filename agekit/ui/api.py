@@ -40,7 +40,7 @@ def prediction_json(pred: Prediction) -> dict[str, Any]:
 def predict_json(ctx: AppContext, image: Any) -> dict[str, Any]:
     """Detect faces and predict with every model.
 
-    Returns {"faces": [{"face": 1, "box": [x1, y1, x2, y2] (px), "score": float,
+    Returns {"faces": [{"face": 1, "box": [x1, y1, x2, y2] (px of the uploaded photo), "score": float,
     "predictions": {model: {"age": years, "age_bins": {...}, "gender": {...}, "ethnicity": {...}}}}],
     "detected": n found, "models": [names], "model_failures": {name: reason}}.
     """
@@ -49,7 +49,7 @@ def predict_json(ctx: AppContext, image: Any) -> dict[str, Any]:
     for i, face in enumerate(analysis.faces):
         faces.append({
             "face": i + 1,
-            "box": [round(float(v), 1) for v in face.box],
+            "box": [round(float(v) * analysis.pixel_scale, 1) for v in face.box],
             "score": round(float(face.score), 4),
             "predictions": {m: prediction_json(preds[i]) for m, preds in analysis.predictions.items()},
         })

@@ -19,7 +19,7 @@ from PIL import Image
 
 from agekit.data.transforms import resize_uint8
 from agekit.explain import CAM_METHODS, CamResult, explain
-from agekit.faces import FaceCrop, draw_boxes, load_image, to_rgb
+from agekit.faces import FaceCrop, decode_factor, draw_boxes, load_image, to_rgb
 from agekit.labels import ETHNICITY_NAMES, GENDER_NAMES, TASKS
 from agekit.predict import Prediction
 from agekit.ui.context import AppContext
@@ -45,6 +45,7 @@ class FaceAnalysis:
     predictions: dict[str, list[Prediction]]  # model name -> one Prediction per face
     detected: int = 0  # faces the detector found before capping
     notes: list[str] = field(default_factory=list)
+    pixel_scale: float = 1.0  # photo px per px of the boxes: big JPEGs are decoded reduced (faces.decode_factor)
 
     def face_labels(self) -> list[str]:
         return [f"Face {i + 1}" for i in range(len(self.faces))]
@@ -110,7 +111,8 @@ def analyse_image(ctx: AppContext, value: Any, annotate: bool = True) -> FaceAna
         notes.append("No face detected; the image looks like a face crop, so all of it is used as one face.")
     predictions = ctx.zoo.predict([f.image for f in faces]) if ctx.zoo.models else {}
     return FaceAnalysis(annotated=annotated_preview(image, faces) if annotate else None, faces=faces,
-                        predictions=predictions, detected=max(f.faces_found for f in faces), notes=notes)
+                        predictions=predictions, detected=max(f.faces_found for f in faces), notes=notes,
+                        pixel_scale=decode_factor(image))
 
 
 def annotated_preview(image: Image.Image, faces: list[FaceCrop], max_side: int = ANNOTATED_MAX_SIDE) -> Image.Image:
