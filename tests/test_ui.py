@@ -159,8 +159,8 @@ def test_on_image_detects_one_face_and_every_model_predicts(ctx: AppContext, wor
     assert gender_only[0].startswith("#### tiny_gender (scratch)") and "age" not in gender_only[0]
     assert set(gender_only[1]) == {"male", "female"} and sum(gender_only[1].values()) == pytest.approx(1, abs=1e-5)
     assert "age ≈" in multi[0] and "years" in multi[0] and multi[0].startswith("#### ★ tiny_multi")
-    bars = multi[1].data[0]
-    assert list(bars.x) == list(UTK7.names) and sum(bars.y) == pytest.approx(1, abs=1e-5)
+    bars = json.loads(multi[1].plot)["data"][0]  # gr.Plot's payload: the chart as plotly JSON
+    assert bars["x"] == list(UTK7.names) and sum(bars["y"]) == pytest.approx(1, abs=1e-5)
     assert set(multi[3]) == {"White", "Black", "Asian", "Indian", "Others"}
 
 
