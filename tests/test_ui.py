@@ -18,6 +18,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import pytest
 import torch
 from gradio.helpers import special_args
@@ -354,17 +355,20 @@ def test_annotated_preview_shrinks_by_a_whole_factor_and_moves_the_boxes() -> No
     assert compare.annotated_preview(Image.new("RGB", (640, 480)), []).size == (640, 480)
 
 
-def test_age_chart_payload_is_the_figure_as_json(analysis: compare.FaceAnalysis) -> None:
+def test_age_chart_payload_is_the_plotly_figure_as_json(analysis: compare.FaceAnalysis) -> None:
     prediction = analysis.predictions["tiny_multi"][0]
     payload = compare.age_bin_plot(prediction)
-    assert payload.type == "plotly"
-    assert json.loads(payload.plot) == json.loads(compare.age_bin_figure(prediction).to_json())
+    figure = go.Figure(data=[compare.age_bin_bars(prediction)], layout=compare.AGE_BIN_LAYOUT)
+    assert payload.type == "plotly" and json.loads(payload.plot) == json.loads(figure.to_json())
+    bars = figure.data[0]
+    assert list(bars.marker.color).count("#f97316") == 1  # the most likely bin highlighted
+    assert bars.marker.color[int(np.argmax(prediction.age_bin_probs))] == "#f97316"
     assert compare.age_bin_plot(None) is None
 
 
 def test_age_chart_leaves_room_for_plotlys_toolbar(analysis: compare.FaceAnalysis) -> None:
-    figure = compare.age_bin_figure(analysis.predictions["tiny_multi"][0])
-    assert figure.layout.margin.t >= compare.PLOT_TOOLBAR_PX
+    layout = json.loads(compare.age_bin_plot(analysis.predictions["tiny_multi"][0]).plot)["layout"]
+    assert layout["margin"]["t"] >= compare.PLOT_TOOLBAR_PX
 
 
 # ---------------------------------------------------------------- Test-set tab

@@ -155,22 +155,16 @@ def age_bin_bars(pred: Prediction) -> dict[str, Any]:
             "hovertemplate": "age %{x}: %{y:.1%}<extra></extra>"}
 
 
-def age_bin_figure(pred: Prediction | None) -> go.Figure | None:
-    """Bar chart of the age-bin probabilities (age_bin_bars in AGE_BIN_LAYOUT, plotly's default template)."""
-    if pred is None or pred.age_bin_probs is None:
-        return None
-    return go.Figure(data=[age_bin_bars(pred)], layout=AGE_BIN_LAYOUT)
-
-
 @functools.cache
 def _age_bin_layout_json() -> str:
     """AGE_BIN_LAYOUT with plotly's template filled in, as JSON: most of a chart's bytes, and of its build time."""
-    return go.Figure(layout=AGE_BIN_LAYOUT).to_json().split('"layout":', 1)[1].removesuffix("}")
+    return json.dumps(json.loads(go.Figure(layout=AGE_BIN_LAYOUT).to_json())["layout"])
 
 
 def age_bin_plot(pred: Prediction | None) -> PlotData | None:
-    """age_bin_figure(pred) as gr.Plot's payload, built without plotly's validation (the template's layout is
-    serialised once): six panels' charts took 20 ms of each photo, most of it validating the same layout."""
+    """Bar chart of the age-bin probabilities (age_bin_bars in AGE_BIN_LAYOUT, plotly's default template) as
+    gr.Plot's payload: the JSON of that plotly figure, built without plotly's validation (the layout is serialised
+    once): six panels' go.Figure charts took 20 ms of each photo, most of it validating the same layout."""
     if pred is None or pred.age_bin_probs is None:
         return None
     return PlotData(type="plotly", plot=f'{{"data":[{json.dumps(age_bin_bars(pred))}],"layout":{_age_bin_layout_json()}}}')
