@@ -369,6 +369,9 @@ def test_age_chart_payload_is_the_plotly_figure_as_json(analysis: compare.FaceAn
 def test_age_chart_leaves_room_for_plotlys_toolbar(analysis: compare.FaceAnalysis) -> None:
     layout = json.loads(compare.age_bin_plot(analysis.predictions["tiny_multi"][0]).plot)["layout"]
     assert layout["margin"]["t"] >= compare.PLOT_TOOLBAR_PX
+    # a one-row toolbar in a narrow column: no zoom / pan / select buttons, the download button stays
+    assert {"zoom", "pan", "select", "lasso", "autoScale"} <= set(layout["modebar"]["remove"])
+    assert "toImage" not in layout["modebar"]["remove"]
 
 
 # ---------------------------------------------------------------- Test-set tab

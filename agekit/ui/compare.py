@@ -141,9 +141,14 @@ def shrink_crop(crop: Image.Image, side: int) -> Image.Image:
 
 # ---------------------------------------------------------------- per-model panels
 
+# Zooming and panning seven bars helps nobody, and with all its buttons plotly's toolbar wraps to two rows in a
+# ~150 px wide column, covering the top of the chart (seen in the app's screenshot): keep the download button.
+MODEBAR_REMOVE = ["zoom", "pan", "select", "lasso", "zoomIn", "zoomOut", "autoScale", "resetScale",
+                  "hoverClosestCartesian", "hoverCompareCartesian", "toggleSpikelines"]
 AGE_BIN_LAYOUT = {"height": 220 + PLOT_TOOLBAR_PX, "margin": {"l": 10, "r": 10, "t": PLOT_TOOLBAR_PX, "b": 10},
                   "yaxis": {"range": [0, 1], "tickformat": ".0%", "title": {"text": "probability"}},
-                  "xaxis": {"type": "category", "title": {"text": "age bin (years)"}}}
+                  "xaxis": {"type": "category", "title": {"text": "age bin (years)"}},
+                  "modebar": {"remove": MODEBAR_REMOVE}}
 
 
 def age_bin_bars(pred: Prediction) -> dict[str, Any]:
