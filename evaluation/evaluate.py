@@ -41,7 +41,7 @@ from agekit.checkpoint import (
     load_checkpoint,
 )
 from agekit.data import FaceTensors, SplitManifest, load_folder, load_manifest, load_pack, resolve_data_root
-from agekit.eval_artifacts import EVAL_DIR, METRICS_FILE, PREDICTIONS_FILE, wild_headline
+from agekit.eval_artifacts import EVAL_DIR, METRICS_FILE, PREDICTIONS_FILE, metrics_path, wild_headline
 from agekit.metrics import CS_YEARS, compute_metrics, predictions_frame
 from agekit.models import age_probabilities
 from agekit.predict import FLIP_AVERAGE, model_logits
@@ -270,7 +270,7 @@ def read_leaderboard(root: str | Path) -> pd.DataFrame:
 
 def read_metrics(checkpoint_folder: str | Path) -> dict[str, Any]:
     """A checkpoint's eval/metrics.json; raises FileNotFoundError telling how to create it."""
-    path = Path(checkpoint_folder) / EVAL_DIR / METRICS_FILE
+    path = metrics_path(checkpoint_folder)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: run `python -m evaluation.evaluate` first")
     return json.loads(path.read_text())

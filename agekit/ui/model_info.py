@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from agekit.card import ModelCard
-from agekit.eval_artifacts import EVAL_DIR, METRICS_FILE, val_age_mae
+from agekit.eval_artifacts import metrics_path, val_age_mae
 
 # The headline numbers shown next to each model, in this order, when metrics.json has them.
 HEADLINE_METRICS = ("age_mae", "age_cs5", "age_bin_accuracy", "gender_accuracy", "ethnicity_accuracy",
@@ -22,7 +22,7 @@ METRIC_NAMES = {"age_mae": "age MAE (years)", "age_median_ae": "age median AE (y
 
 def read_metrics(folder: str | Path) -> dict[str, Any] | None:
     """checkpoints/<model>/eval/metrics.json as a dict, or None when the model has no eval artifacts."""
-    path = Path(folder) / EVAL_DIR / METRICS_FILE
+    path = metrics_path(folder)
     if not path.is_file():
         return None
     try:

@@ -146,22 +146,31 @@ MMAP_THRESHOLD_BYTES = 32 * 1024**2  # glibc's own ceiling for its dynamic thres
 TRIM_THRESHOLD_BYTES = 64 * 1024**2
 
 
+def _glibc() -> ctypes.CDLL | None:
+    """The C library, for mallopt / malloc_trim; None off POSIX or where it cannot be loaded."""
+    libc_name = ctypes.util.find_library("c")
+    if os.name != "posix" or not libc_name:
+        return None
+    try:
+        return ctypes.CDLL(libc_name)
+    except OSError:
+        return None
+
+
 def limit_heap_fragmentation() -> bool:
     """glibc: allocations of 32 MB and more (decoded photos of ~11 MP and up, their copies) come from mmap and go
     back to the system when freed, free memory above 64 MB at the top of the heap is given back, and threads
     share 2 malloc arenas. By default glibc raises its mmap threshold after each freed big block and gives every
     thread its own arena, so freed photo buffers can stay in the process as fragmented heap. The threshold is not
     lower on purpose: at 1 MB every activation tensor of detection and the models was a fresh mmap whose pages
-    fault in again on each request, which cost the 5-face photo about 100 ms (README, "End to end"). Returns whether it applied (False off glibc). Memory under hostile sessions: bench.hostile_load."""
-    libc_name = ctypes.util.find_library("c")
-    if os.name != "posix" or not libc_name:
-        return False
+    fault in again on each request, which cost the 5-face photo about 100 ms (README, "End to end"). Returns
+    whether it applied (False off glibc). Memory under hostile sessions: bench.hostile_load."""
+    libc = _glibc()
     try:
-        libc = ctypes.CDLL(libc_name)
-        return (bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
-                and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
-                and bool(libc.mallopt(M_ARENA_MAX, 2)))
-    except (OSError, AttributeError):
+        return libc is not None and (bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+                                     and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+                                     and bool(libc.mallopt(M_ARENA_MAX, 2)))
+    except AttributeError:  # a C library without mallopt
         return False
 
 
@@ -177,12 +186,10 @@ def resident_mb() -> float | None:
 def release_free_heap() -> bool:
     """glibc's malloc_trim(0): free memory of every arena, fragmented pages included, goes back to the system.
     Returns whether anything was released (False off glibc)."""
-    libc_name = ctypes.util.find_library("c")
-    if os.name != "posix" or not libc_name:
-        return False
+    libc = _glibc()
     try:
-        return bool(ctypes.CDLL(libc_name).malloc_trim(0))
-    except (OSError, AttributeError):
+        return libc is not None and bool(libc.malloc_trim(0))
+    except AttributeError:  # a C library without malloc_trim
         return False
 
 

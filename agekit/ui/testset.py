@@ -18,7 +18,14 @@ import plotly.graph_objects as go
 from agekit import plots
 from agekit.bootstrap import LEVEL, format_difference, paired_differences
 from agekit.card import ModelCard
-from agekit.eval_artifacts import EVAL_DIR, METRICS_FILE, WILD_SECTION, eval_folder, read_predictions, wild_headline
+from agekit.eval_artifacts import (
+    EVAL_DIR,
+    WILD_SECTION,
+    has_metrics,
+    metrics_path,
+    read_predictions,
+    wild_headline,
+)
 from agekit.training_log import read_log
 from agekit.ui.guard import guarded
 from agekit.ui.model_info import METRIC_NAMES, metrics_lines, metrics_section
@@ -50,7 +57,7 @@ class ModelEval:
 
 def read_model_eval(root: str | Path, name: str) -> ModelEval:
     """Load checkpoints/<name>/eval/metrics.json; a clear ValueError when it is missing or unreadable."""
-    path = eval_folder(root, name) / METRICS_FILE
+    path = metrics_path(Path(root) / name)
     if not path.is_file():
         raise ValueError(f"model {name} has no evaluation artifacts ({path} is missing): run "
                          f"`python -m evaluation.evaluate --models {name}` to create them")
@@ -75,7 +82,7 @@ def model_choices(root: str | Path, loaded: list[str] | None = None) -> list[str
 
 
 def has_eval(root: str | Path, name: str) -> bool:
-    return (eval_folder(root, name) / METRICS_FILE).is_file()
+    return has_metrics(Path(root) / name)
 
 
 def default_model(root: str | Path, names: list[str]) -> str | None:
