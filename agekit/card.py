@@ -7,9 +7,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from agekit.intervals import AgeInterval
 from agekit.labels import DEFAULT_AGE_BINS, AgeBins, check_tasks, get_age_bins
 
-FAMILIES = ("scratch", "pretrained", "multitask")
+# "consensus": no weights of its own, it averages other checkpoints' outputs (agekit.consensus)
+FAMILIES = ("scratch", "pretrained", "multitask", "consensus")
 
 
 @dataclass
@@ -32,6 +34,8 @@ class ModelCard:
     std: tuple[float, ...] = (0.5, 0.5, 0.5)
     age_bins: str = DEFAULT_AGE_BINS.spec  # scheme used for bin metrics and the UI's bin bar
     age_bin_log_offsets: tuple[float, ...] = ()  # bin-aware decision chosen on val (evaluation.bin_decision)
+    # 80 % age interval calibrated on val (AgeInterval.to_dict, evaluation.intervals); {} = none yet
+    age_interval: dict[str, Any] = field(default_factory=dict)
     split_hash: str = ""  # sha256 of the split manifest the model was trained/evaluated on
     init_source: str = "random"  # what the weights started from (file name + sha256, or "random")
     description: str = ""
@@ -47,12 +51,17 @@ class ModelCard:
         self.mean, self.std = tuple(self.mean), tuple(self.std)
         self.age_bin_log_offsets = tuple(self.age_bin_log_offsets)
         self.age_bin_scheme()  # offsets must fit the bins
+        self.interval()  # a stored interval must parse
         if len(self.mean) != self.in_chans or len(self.std) != self.in_chans:
             raise ValueError(f"mean/std need {self.in_chans} values for in_chans={self.in_chans}")
 
     def age_bin_scheme(self) -> AgeBins:
         """The model's age bins with its bin-aware decision: use this to turn age probabilities into bins."""
         return get_age_bins(self.age_bins).with_offsets(self.age_bin_log_offsets)
+
+    def interval(self) -> AgeInterval | None:
+        """The model's calibrated age interval rule, or None when it has none."""
+        return AgeInterval.from_dict(self.age_interval) if self.age_interval else None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

@@ -14,11 +14,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from agekit.card import ModelCard
 from agekit.checkpoint import LoadedModel, load_checkpoint
+from agekit.consensus import ConsensusSpec, average_outputs, is_consensus
 from agekit.data.transforms import to_model_input
 from agekit.faces import UTK_SIZE, to_rgb
+from agekit.intervals import AgeInterval, expected_ages
 from agekit.labels import ETHNICITY_NAMES, GENDER_NAMES, NUM_OUTPUTS, AgeBins, get_age_bins
-from agekit.models import age_probabilities, expected_age
+from agekit.models import age_probabilities
 
 log = logging.getLogger(__name__)
 # Average each face's logits with its mirror image's at inference (app and evaluation alike). Chosen on the
@@ -37,6 +40,8 @@ class Prediction:
     age_bin_names: tuple[str, ...] | None = None  # e.g. ("0-2", "3-6", ...), years
     gender_probs: np.ndarray | None = None  # (2,) in GENDER_NAMES order
     ethnicity_probs: np.ndarray | None = None  # (5,) in ETHNICITY_NAMES order
+    age_lo: float | None = None  # lower end of the model's calibrated age interval (years); None: not calibrated
+    age_hi: float | None = None  # upper end, years (the level is in the model's card: card.interval().level)
 
     @property
     def gender(self) -> str | None:
@@ -79,30 +84,64 @@ def crops_to_batch(crops: list[Image.Image]) -> torch.Tensor:
     return torch.from_numpy(np.stack([np.asarray(im) for im in images])).permute(0, 3, 1, 2).contiguous()
 
 
-def decode_outputs(name: str, logits: dict[str, torch.Tensor], age_bins: str | AgeBins) -> list[Prediction]:
+def decode_outputs(name: str, logits: dict[str, torch.Tensor], age_bins: str | AgeBins,
+                   interval: AgeInterval | None = None) -> list[Prediction]:
     """A model's logits for a batch → one Prediction per image (probabilities, expected age in years).
-    `age_bins`: a scheme name/spec, or the model's AgeBins with its bin-aware decision (card.age_bin_scheme())."""
-    batch = next(iter(logits.values())).shape[0]
+    `age_bins`: a scheme name/spec, or the model's AgeBins with its bin-aware decision (card.age_bin_scheme());
+    `interval`: the model's calibrated age interval (card.interval()), or None for no age_lo/age_hi."""
+    probs = {task: (age_probabilities(values) if task == "age" else torch.softmax(values.float(), dim=-1)).numpy()
+             for task, values in logits.items()}
+    return decode_probabilities(name, probs, age_bins, interval)
+
+
+def decode_probabilities(name: str, probs: dict[str, np.ndarray], age_bins: str | AgeBins,
+                         interval: AgeInterval | None = None) -> list[Prediction]:
+    """Per-task probabilities {task: (B, classes)} → one Prediction per image (see `decode_outputs`)."""
+    batch = next(iter(probs.values())).shape[0]
     fields: dict[str, list] = {}
-    if "age" in logits:
-        probs = age_probabilities(logits["age"])
+    if "age" in probs:
         bins = age_bins if isinstance(age_bins, AgeBins) else get_age_bins(age_bins)
-        age_probs = probs.numpy()
-        fields["age"] = [float(v) for v in expected_age(probs)]
+        age_probs = np.asarray(probs["age"])
+        fields["age"] = [float(v) for v in expected_ages(age_probs)]
         fields["age_probs"] = list(age_probs)
         fields["age_bin_probs"] = list(bins.bin_probabilities(age_probs))
         fields["age_bin_names"] = [bins.names] * batch
+        if interval is not None:
+            lo, hi = interval.bounds(age_probs)
+            fields["age_lo"], fields["age_hi"] = [float(v) for v in lo], [float(v) for v in hi]
     for task in ("gender", "ethnicity"):
-        if task in logits:
-            fields[f"{task}_probs"] = list(torch.softmax(logits[task].float(), dim=-1).numpy())
+        if task in probs:
+            fields[f"{task}_probs"] = list(probs[task])
     return [Prediction(name, **{key: values[i] for key, values in fields.items()}) for i in range(batch)]
+
+
+@dataclass
+class ConsensusModel:
+    """A zoo member with no network: it averages its members' outputs (agekit.consensus); no Grad-CAM."""
+
+    card: ModelCard
+    folder: Path
+    spec: ConsensusSpec
+    model: None = None  # no network: code that needs one (Grad-CAM) checks `model is None`
+
+    def predict(self, member_predictions: dict[str, list[Prediction]]) -> list[Prediction]:
+        """The consensus' Predictions from its members' Predictions for the same batch (no forward pass)."""
+        member_probs = []
+        for member in self.spec.members:
+            preds = member_predictions[member]
+            member_probs.append({task: np.stack([getattr(p, f"{task}_probs") for p in preds])
+                                 for task in self.card.tasks} if preds else {})
+        if not any(member_probs):
+            return []
+        averaged = average_outputs(member_probs, self.spec.weights, self.card.tasks)
+        return decode_probabilities(self.card.name, averaged, self.card.age_bin_scheme(), self.card.interval())
 
 
 @dataclass
 class ModelZoo:
     """Every loadable checkpoint under a folder, in eval mode, ready to predict on face crops."""
 
-    models: dict[str, LoadedModel] = field(default_factory=dict)
+    models: dict[str, LoadedModel | ConsensusModel] = field(default_factory=dict)  # networks, then consensuses
     failures: dict[str, str] = field(default_factory=dict)  # checkpoint folder name → why it did not load
     channels_last: bool = False  # models' conv weights (and inputs) are NHWC
     flip_average: bool = FLIP_AVERAGE  # average each face with its mirror image (see model_logits)
@@ -114,7 +153,8 @@ class ModelZoo:
         """Load each checkpoint folder (one with config.json or *.safetensors) under `root`, sorted by name.
 
         A missing or corrupt checkpoint is recorded in `failures` and the others still load; a missing `root`
-        gives an empty zoo. `channels_last` stores conv weights NHWC: 25-30% faster CPU inference for the
+        gives an empty zoo. A consensus folder (config.json of family "consensus", no weights) loads after the
+        networks and fails, with the reason, when one of its members did not load. `channels_last` stores conv weights NHWC: 25-30% faster CPU inference for the
         scratch CNNs, ResNet and Inception-ResNet, ~7% for MobileNet (1 thread, batch 1 and 8). `workers` > 1 runs
         that many models at once in `predict` (the app: one per core, each model on 1 torch thread).
         """
@@ -122,9 +162,13 @@ class ModelZoo:
         root = Path(root)
         if not root.is_dir():
             return zoo
+        consensus_folders = []
         for folder in sorted(p for p in root.iterdir() if p.is_dir()):
             if not ((folder / "config.json").exists() or any(folder.glob("*.safetensors"))):
                 continue  # not a checkpoint (e.g. a stray folder); nothing to report
+            if _is_consensus_folder(folder):
+                consensus_folders.append(folder)
+                continue
             try:
                 loaded = load_checkpoint(folder)
                 _prepare(loaded, channels_last)
@@ -133,20 +177,60 @@ class ModelZoo:
                 log.warning("checkpoint %s failed to load: %s", folder, err)
                 continue
             zoo.models[folder.name] = loaded
+        for folder in consensus_folders:
+            try:
+                zoo.models[folder.name] = zoo.load_consensus(folder)
+            except ValueError as err:
+                zoo.failures[folder.name] = str(err)
+                log.warning("consensus %s failed to load: %s", folder, err)
         return zoo
 
+    def load_consensus(self, folder: Path) -> ConsensusModel:
+        """A consensus folder whose members are all loaded networks of this zoo; ValueError saying what is missing."""
+        card = ModelCard.load(folder)
+        spec = ConsensusSpec.from_card(card)
+        missing = [m for m in spec.members if not isinstance(self.models.get(m), LoadedModel)]
+        if missing:
+            raise ValueError(f"consensus {folder.name} needs member checkpoint(s) {missing}, which did not load "
+                             f"({'; '.join(self.failures.get(m, 'not found') for m in missing)})")
+        for member in spec.members:
+            lacking = [t for t in card.tasks if t not in self.models[member].card.tasks]
+            if lacking:
+                raise ValueError(f"consensus {folder.name}: member {member} does not predict {lacking}")
+        return ConsensusModel(card, folder, spec)
+
+    @property
+    def networks(self) -> dict[str, LoadedModel]:
+        """The loaded networks (every model but the consensuses)."""
+        return {name: m for name, m in self.models.items() if isinstance(m, LoadedModel)}
+
     def predict(self, crops: list[Image.Image]) -> dict[str, list[Prediction]]:
-        """Run every model once on the whole batch of crops; {model name: one Prediction per crop, in order}."""
+        """Run every network once on the whole batch of crops; {model name: one Prediction per crop, in order}.
+        Consensuses are computed from their members' predictions of this batch (no extra forward pass)."""
         if not crops:
             return {name: [] for name in self.models}
         batch = crops_to_batch(crops)
+        networks = self.networks
         if self.workers <= 1:
-            return {name: predict_batch(loaded, batch, name, self.channels_last, self.flip_average)
-                    for name, loaded in self.models.items()}
-        pool = model_threads(self.workers)
-        futures = {name: pool.submit(predict_batch, loaded, batch, name, self.channels_last, self.flip_average)
-                   for name, loaded in self.models.items()}
-        return {name: future.result() for name, future in futures.items()}
+            results = {name: predict_batch(loaded, batch, name, self.channels_last, self.flip_average)
+                       for name, loaded in networks.items()}
+        else:
+            pool = model_threads(self.workers)
+            futures = {name: pool.submit(predict_batch, loaded, batch, name, self.channels_last, self.flip_average)
+                       for name, loaded in networks.items()}
+            results = {name: future.result() for name, future in futures.items()}
+        for name, member in self.models.items():
+            if isinstance(member, ConsensusModel):
+                results[name] = member.predict(results)
+        return {name: results[name] for name in self.models}
+
+
+def _is_consensus_folder(folder: Path) -> bool:
+    """A folder whose config.json declares a consensus (read leniently: a broken file is load_checkpoint's to report)."""
+    try:
+        return is_consensus(ModelCard.load(folder))
+    except (ValueError, OSError):
+        return False
 
 
 @functools.cache
@@ -187,7 +271,7 @@ def predict_batch(loaded: LoadedModel, batch: torch.Tensor, name: str | None = N
                   channels_last: bool = False, flip_average: bool = FLIP_AVERAGE) -> list[Prediction]:
     """One model on a uint8 RGB (B,3,H,W) batch → B Predictions."""
     logits = model_logits(loaded, batch, channels_last, flip_average)
-    return decode_outputs(name or loaded.card.name, logits, loaded.card.age_bin_scheme())
+    return decode_outputs(name or loaded.card.name, logits, loaded.card.age_bin_scheme(), loaded.card.interval())
 
 
 def _prepare(loaded: LoadedModel, channels_last: bool) -> None:
