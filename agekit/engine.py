@@ -228,7 +228,9 @@ def images_on_device(images: torch.Tensor, size: int, device: torch.device, chun
 def stratum_weights(targets: Mapping[str, torch.Tensor], strata: str, age_bins: str) -> torch.Tensor:
     """Per-image sampling weight 1 / (size of its stratum): age bin, or age bin x ethnicity. (N,) float."""
     bins = torch.as_tensor(get_age_bins(age_bins).bin_of(targets["age"].cpu().numpy()))
-    stratum = bins * NUM_OUTPUTS["ethnicity"] + targets["ethnicity"].cpu() if strata == "age_bin_ethnicity" else bins
+    # unknown ethnicity (-1) is a stratum of its own within each age bin
+    ethnicity = targets["ethnicity"].cpu() + 1
+    stratum = bins * (NUM_OUTPUTS["ethnicity"] + 1) + ethnicity if strata == "age_bin_ethnicity" else bins
     counts = torch.bincount(stratum)
     return 1.0 / counts[stratum].double()
 
@@ -239,7 +241,8 @@ def class_weight_tensors(targets: Mapping[str, torch.Tensor], tasks: tuple[str, 
     for task in tasks:
         if task == "age":
             continue
-        counts = torch.bincount(targets[task].cpu(), minlength=NUM_OUTPUTS[task]).double().clamp_min(1)
+        labels = targets[task].cpu()
+        counts = torch.bincount(labels[labels >= 0], minlength=NUM_OUTPUTS[task]).double().clamp_min(1)
         inverse = counts.sum() / counts
         weights[task] = (inverse / inverse.mean()).float()
     return weights
@@ -383,6 +386,7 @@ def evaluate(model: FaceModel, criterion: MultiTaskLoss, images: torch.Tensor, t
     bins = get_age_bins(config.age_bins)
     age_to_bin = torch.as_tensor(bins.age_to_bin_matrix(), device=device)
     n = len(images)
+    known = {task: max(int((targets[task] >= 0).sum()), 1) for task in criterion.tasks}  # faces with a label
     loss_sums = {task: 0.0 for task in criterion.tasks}
     predictions: dict[str, list[torch.Tensor]] = {task: [] for task in criterion.tasks}
     bin_predictions: list[torch.Tensor] = []
@@ -393,14 +397,14 @@ def evaluate(model: FaceModel, criterion: MultiTaskLoss, images: torch.Tensor, t
         with _autocast(config, device):
             logits = model(x)
         for task in criterion.tasks:
-            loss_sums[task] += criterion.task_loss(task, logits[task], y[task]).item() * len(x)
+            loss_sums[task] += criterion.task_loss(task, logits[task], y[task]).item() * int((y[task] >= 0).sum())
             if task == "age":
                 probs = age_probabilities(logits["age"])
                 predictions["age"].append(expected_age(probs))
                 bin_predictions.append((probs @ age_to_bin).argmax(1))
             else:
                 predictions[task].append(logits[task].argmax(1))
-    metrics = {f"val_{task}_loss": total / n for task, total in loss_sums.items()}
+    metrics = {f"val_{task}_loss": total / known[task] for task, total in loss_sums.items()}
     metrics = {"val_loss": sum(metrics.values()), **metrics}
     if "age" in criterion.tasks:
         true_age = targets["age"].float()
@@ -410,7 +414,9 @@ def evaluate(model: FaceModel, criterion: MultiTaskLoss, images: torch.Tensor, t
                                                    average="macro", zero_division=0))
     for task in ("gender", "ethnicity"):
         if task in criterion.tasks:
-            metrics[f"val_{task}_acc"] = (torch.cat(predictions[task]) == targets[task]).float().mean().item()
+            labelled = targets[task] >= 0
+            correct = torch.cat(predictions[task])[labelled] == targets[task][labelled]
+            metrics[f"val_{task}_acc"] = correct.float().mean().item() if len(correct) else math.nan
     return metrics
 
 

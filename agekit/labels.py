@@ -13,6 +13,8 @@ NUM_AGES = AGE_MAX - AGE_MIN + 1  # the age head predicts a distribution over th
 
 GENDER_NAMES: tuple[str, ...] = ("male", "female")  # UTKFace codes 0, 1
 ETHNICITY_NAMES: tuple[str, ...] = ("White", "Black", "Asian", "Indian", "Others")  # codes 0..4
+# Label code of a face whose class is not known (All-Age-Faces has no ethnicity): its loss and metrics skip it.
+ETHNICITY_UNKNOWN = -1
 
 CLASS_NAMES: dict[str, tuple[str, ...]] = {"gender": GENDER_NAMES, "ethnicity": ETHNICITY_NAMES}
 NUM_OUTPUTS: dict[str, int] = {"age": NUM_AGES, "gender": len(GENDER_NAMES), "ethnicity": len(ETHNICITY_NAMES)}

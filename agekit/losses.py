@@ -86,9 +86,15 @@ class MultiTaskLoss(nn.Module):
             self.register_buffer("log_vars_initialised", torch.tensor(False))
 
     def task_loss(self, task: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Unweighted loss of one task (mean over the batch)."""
+        """Unweighted loss of one task (mean over the batch). Class labels < 0 (unknown, e.g. an All-Age-Faces
+        face's ethnicity) are left out; a batch without any known label gives 0 (with a gradient graph)."""
         if task == "age":
             return self.age_loss(logits, target)
+        known = target >= 0
+        if not bool(known.all()):
+            if not bool(known.any()):
+                return logits.float().sum() * 0.0
+            logits, target = logits[known], target[known]
         return F.cross_entropy(logits.float(), target, weight=getattr(self, f"class_weight_{task}", None),
                                label_smoothing=self.label_smoothing)
 

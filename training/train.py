@@ -4,6 +4,10 @@
         [--pack packs/utkface_128.safetensors] [--out checkpoints/NAME] [--epochs N] [--device cuda|cpu]
         [--pretrained-weights FILE] [--resume] [key=value ...]
 
+A config may name `extra_packs:` (a list) beside `pack:`: their train and val faces are added to the main pack's,
+e.g. packs/aaf_128.safetensors from `python -m agekit.data aaf-pack`; faces without an ethnicity label (-1) are left
+out of that task's loss and metrics.
+
 `key=value` overrides any config key (values are parsed as YAML: lr=3e-4, tasks=[age], task_weights.age=0.5).
 Distributed: `torchrun --nproc_per_node N -m training.train --config ...` runs the same script as DDP.
 The folder (default checkpoints/<name>) receives model.safetensors, config.json (ModelCard), training_log.csv
@@ -34,7 +38,9 @@ from agekit.models.dlib_resnet import packaged_weights
 from agekit.models.pretrained import file_sha256, shipped_onet_weights
 
 DEFAULT_PACK = "packs/utkface_128.safetensors"
-RUN_KEYS = ("name", "family", "description", "pack")  # config keys that describe the run, not the training
+# config keys that describe the run, not the training; extra_packs: more sources (e.g. All-Age-Faces) whose train and
+# val faces join the main pack's (the main pack's split is the one the card records and evaluation checks)
+RUN_KEYS = ("name", "family", "description", "pack", "extra_packs")
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -101,7 +107,7 @@ def build_card(config: TrainConfig, run: dict[str, Any], split_hash: str, result
     card.split_hash = split_hash
     card.init_source = init_source(config)
     card.git_commit = git_commit()
-    card.train_config = {**asdict(config), "result": {
+    card.train_config = {**asdict(config), "sources": run.get("sources", []), "result": {
         "epochs_run": len(result.history), "best_epoch": result.best_epoch,
         "stopped_early": result.stopped_early, "out_of_time": result.out_of_time,
         "loss_weights": result.loss_weights}}
@@ -157,19 +163,23 @@ def train_and_save(config: TrainConfig, run: dict[str, Any], train_set: FaceData
 
 
 def main(argv: list[str] | None = None) -> Path:
-    from agekit.data.dataset import (
-        load_pack,  # the data layer is only needed when actually training
-    )
+    from agekit.data.dataset import concat_faces, load_pack  # the data layer is only needed when actually training
 
     args = parse_args(argv)
     config, run = load_run_config(args)
     out = args.out or Path("checkpoints") / run["name"]
-    if not Path(run["pack"]).is_file():
-        raise SystemExit(f"pack {run['pack']} not found; build it with: python -m agekit.data pack PATH "
-                         f"--out {run['pack']}")
-    train_set, val_set = load_pack(run["pack"], "train"), load_pack(run["pack"], "val")
+    packs = [run["pack"], *run.get("extra_packs", [])]
+    for pack in packs:
+        if not Path(pack).is_file():
+            raise SystemExit(f"pack {pack} not found; build it with: python -m agekit.data pack PATH --out {pack} "
+                             "(an All-Age-Faces pack: python -m agekit.data aaf-pack PATH --out ...)")
+    sources = [(pack, load_pack(pack, "train"), load_pack(pack, "val")) for pack in packs]
+    run["sources"] = [{"pack": Path(pack).name, "manifest_hash": train.manifest_hash, "train_faces": len(train),
+                       "val_faces": len(val)} for pack, train, val in sources]
+    train_set = concat_faces([train for _, train, _ in sources])
+    val_set = concat_faces([val for _, _, val in sources])
     if os.environ.get("RANK", "0") == "0":
-        print(f"{run['name']}: {len(train_set)} train / {len(val_set)} val faces from {run['pack']} → {out}")
+        print(f"{run['name']}: {len(train_set)} train / {len(val_set)} val faces from {', '.join(packs)} → {out}")
     train_and_save(config, run, train_set, val_set, out, resume=args.resume)
     return out
 

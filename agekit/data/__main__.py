@@ -7,11 +7,18 @@
     python -m agekit.data test-faces PATH      (rebuild the test-face pack shipped in agekit/data/test_faces/)
     python -m agekit.data info packs/utkface_128.safetensors [--decode]
     python -m agekit.data codecs PATH [--n 300] [--sizes 64,96,128]
+    python -m agekit.data aaf-split AAF_PATH [--seed 0] [--out agekit/data/manifests/aaf_split.csv]
+    python -m agekit.data aaf-pack AAF_PATH [--manifest FILE] [--out packs/aaf_128.safetensors] [--size 128]
+                               (each photo through the app's face path: MTCNN, largest face, UTKFace framing)
 
-PATH defaults to the AGEKIT_UTKFACE environment variable. User errors print one line and exit with 2.
+PATH defaults to the AGEKIT_UTKFACE environment variable, AAF_PATH to AGEKIT_AAF. User errors print one line and exit with 2.
 """
 
 from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # aaf-pack runs MTCNN in threads; spinning OpenMP waits stall them
 
 import argparse
 import sys
@@ -21,6 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
+from agekit.data.aaf import (
+    DEFAULT_AAF_MANIFEST,
+    IMAGES_DIR,
+    AAFError,
+    AlignedFaceReader,
+    resolve_aaf_root,
+    split_aaf,
+)
 from agekit.data.audit import (
     NearDuplicateRule,
     audit_folder,
@@ -144,6 +159,31 @@ def build_parser() -> argparse.ArgumentParser:
                         default=[("jpeg", 85), ("jpeg", 95), ("webp", 80), ("webp", 90), ("webp", 95)],
                         help="codec:quality list (default jpeg:85,jpeg:95,webp:80,webp:90,webp:95)")
     codecs.add_argument("--seed", type=int, default=0, help="sampling seed (default %(default)s)")
+
+    aaf_split = commands.add_parser("aaf-split", help="split All-Age-Faces into the grouped train/val/test manifest",
+                                    description="Check labels.csv against the file names, find byte-identical and "
+                                                "near-duplicate photos, and split in blocks of consecutive file "
+                                                "numbers (agekit/data/aaf.py states the policy).")
+    aaf_split.add_argument("path", nargs="?", help="All-Age-Faces folder (labels.csv + images/); default $AGEKIT_AAF")
+    aaf_split.add_argument("--seed", type=int, default=0, help="shuffling seed (default %(default)s)")
+    aaf_split.add_argument("--val", type=float, default=0.1, help="validation fraction (default %(default)s)")
+    aaf_split.add_argument("--test", type=float, default=0.1, help="test fraction (default %(default)s)")
+    aaf_split.add_argument("--out", type=Path, default=DEFAULT_AAF_MANIFEST, help="manifest CSV (default: the shipped one)")
+    aaf_split.add_argument("--workers", type=int, default=2, help="decoding threads (default %(default)s)")
+    aaf_split.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    aaf_pack = commands.add_parser("aaf-pack", help="pack All-Age-Faces faces as the app crops them",
+                                   description="Detect and frame each photo's largest face with the app's own face "
+                                               "path, then resize + encode like `pack`. Photos where the app finds "
+                                               "no face are listed as skipped.")
+    aaf_pack.add_argument("path", nargs="?", help="All-Age-Faces folder; default $AGEKIT_AAF")
+    aaf_pack.add_argument("--manifest", type=Path, default=DEFAULT_AAF_MANIFEST, help="default: the shipped one")
+    aaf_pack.add_argument("--out", type=Path, default=None, help="pack file (default packs/aaf_<size>.safetensors)")
+    aaf_pack.add_argument("--size", type=int, default=128, help="image side in pixels (default %(default)s)")
+    aaf_pack.add_argument("--quality", type=int, default=DEFAULT_QUALITY, help="WebP quality (default %(default)s)")
+    aaf_pack.add_argument("--splits", default=",".join(SPLITS), help="comma-separated splits (default %(default)s)")
+    aaf_pack.add_argument("--workers", type=int, default=2, help="detection threads (default %(default)s)")
+    aaf_pack.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -219,15 +259,39 @@ def run_codecs(args: argparse.Namespace) -> None:
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
 
 
+def run_aaf_split(args: argparse.Namespace) -> None:
+    frame = split_aaf(resolve_aaf_root(args.path), seed=args.seed, val=args.val, test=args.test,
+                      workers=args.workers, progress=not args.quiet)
+    digest = write_manifest(frame, args.out)
+    print(describe_split(frame))
+    print(f"wrote {args.out} ({len(frame):,} rows), sha256 {digest}")
+
+
+def run_aaf_pack(args: argparse.Namespace) -> None:
+    root = resolve_aaf_root(args.path)
+    manifest = load_manifest(args.manifest)
+    out = args.out or Path(f"packs/aaf_{args.size}.safetensors")
+    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+    import torch
+
+    torch.set_num_threads(1)  # one detector per worker thread, one torch thread each (as the app runs MTCNN)
+    summary = write_pack(root / IMAGES_DIR, manifest, out, size=args.size, quality=args.quality, splits=splits,
+                         workers=args.workers, progress=not args.quiet, reader=AlignedFaceReader())
+    print(f"wrote {summary.path}: {summary.images:,} faces, {summary.file_bytes / 1e6:.1f} MB, {summary.seconds:.1f} s; "
+          f"{len(summary.skipped)} photos without a face the app would find; manifest {manifest.hash[:12]}…")
+    for file, reason in summary.skipped:
+        print(f"  skipped {file}: {reason}")
+
+
 COMMANDS = {"audit": run_audit, "split": run_split, "pack": run_pack, "test-faces": run_test_faces, "info": run_info,
-            "codecs": run_codecs}
+            "codecs": run_codecs, "aaf-split": run_aaf_split, "aaf-pack": run_aaf_pack}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         COMMANDS[args.command](args)
-    except (DataRootError, ManifestError, PackError, ValueError) as err:
+    except (AAFError, DataRootError, ManifestError, PackError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -70,6 +70,20 @@ class FaceTensors:
                            files, self.manifest_hash, list(self.skipped))
 
 
+def concat_faces(sets: Sequence[FaceTensors]) -> FaceTensors:
+    """Several sources' faces as one set (rows in the given order). The images must share one size; the
+    result keeps the first set's manifest_hash (the primary source's split, the one a ModelCard records)."""
+    if not sets:
+        raise ValueError("concat_faces needs at least one set of faces")
+    sizes = {tuple(s.images.shape[2:]) for s in sets}
+    if len(sizes) > 1:
+        raise ValueError(f"cannot combine faces of different sizes {sorted(sizes)}; build the packs at one --size")
+    return FaceTensors(torch.cat([s.images for s in sets]),
+                       *(torch.cat([getattr(s, t) for s in sets]) for t in TASKS),
+                       files=[f for s in sets for f in s.files], manifest_hash=sets[0].manifest_hash,
+                       skipped=[x for s in sets for x in s.skipped])
+
+
 def _decode_all(count: int, size: int, decode: Callable[[int], np.ndarray], workers: int
                 ) -> tuple[np.ndarray, list[str | None]]:
     """Decode `count` images with `decode(i) -> (S,S,3)` into one (count,3,S,S) array; errors per row."""

@@ -19,7 +19,7 @@ import io
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,18 +100,22 @@ class PackSummary:
     seconds: float
 
 
-def _encode_one(args: tuple[Path, int, str, int]) -> bytes | str:
-    path, size, codec, quality = args
+FaceReader = Callable[[Path, int], np.ndarray]  # (image path, side px) -> (side, side, 3) uint8 RGB face
+
+
+def _encode_one(args: tuple[FaceReader, Path, int, str, int]) -> bytes | str:
+    reader, path, size, codec, quality = args
     try:
-        return encode_image(read_face(path, size), codec, quality)
+        return encode_image(reader(path, size), codec, quality)
     except Exception as exc:  # noqa: BLE001 — unreadable image: reported in `skipped`, not fatal
         return f"{type(exc).__name__}: {exc}"
 
 
 def write_pack(root: Path, manifest: SplitManifest, out: str | os.PathLike[str], size: int = 128,
                codec: str = DEFAULT_CODEC, quality: int = DEFAULT_QUALITY, splits: Sequence[str] = SPLITS,
-               workers: int = 2, progress: bool = True) -> PackSummary:
-    """Resize, encode and store the manifest's `splits` from the UTKFace folder `root` in one safetensors file."""
+               workers: int = 2, progress: bool = True, reader: FaceReader = read_face) -> PackSummary:
+    """Resize, encode and store the manifest's `splits` from the image folder `root` in one safetensors file.
+    `reader` turns an image file into the face (default: a UTKFace chip resized; AAF: the app's face path)."""
     started = time.perf_counter()
     unknown = [s for s in splits if s not in SPLIT_CODES]
     if unknown or not splits:
@@ -120,7 +124,7 @@ def write_pack(root: Path, manifest: SplitManifest, out: str | os.PathLike[str],
         raise ValueError(f"size must be 16..1024 pixels, got {size}")
     encode_image(np.zeros((8, 8, 3), np.uint8), codec, quality)  # fail fast on a bad codec/quality
     rows = manifest.frame[manifest.frame["split"].isin(list(splits))]
-    jobs = [(Path(root) / f, size, codec, quality) for f in rows["file"]]
+    jobs = [(reader, Path(root) / f, size, codec, quality) for f in rows["file"]]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         encoded = list(tqdm(pool.map(_encode_one, jobs), total=len(jobs), desc=f"encode {codec} {size}px",
                             unit="img", disable=not progress))
