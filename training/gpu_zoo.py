@@ -10,7 +10,7 @@ For each config of ZOO, in order, it applies GPU_COMMON and the config's own Gpu
 batches of a throw-away model, plans the epochs that fit the config's share of the time left, and trains with
 training.train.train_and_save; engine.fit stops at the share if the estimate was off and keeps the best
 validation epoch. A config whose file or pretrained-weights file is missing is skipped with one line. Then
-evaluation.evaluate scores every checkpoint on the pack's test split or, for a train+val pack (`python -m
+evaluation.run (steps test and leaderboard) scores every checkpoint on the pack's test split or, for a train+val pack (`python -m
 agekit.data pack ... --splits train,val`, smaller to carry), on the shipped test-face pack (the same test faces
 of the committed split manifest); the log says which.
 
@@ -58,7 +58,7 @@ from agekit.engine import (
     setup_runtime,
     train_one_epoch,
 )
-from evaluation.evaluate import EvalOptions, evaluate_checkpoints, summary_table
+from evaluation.run import RunOptions, run_pipeline
 from training.train import load_run_config, parse_args, train_and_save
 
 CONFIG_DIR = Path("training/configs")
@@ -106,8 +106,7 @@ ZOO: dict[str, GpuSettings] = {
     "pretrained_mobilenet": GpuSettings({"pretrained_weights": RETINAFACE}),
     "multitask_mobilenet": GpuSettings({"pretrained_weights": RETINAFACE}),
     "scratch_resnet18": GpuSettings({"batch_size": 512}, max_epochs=40, weight=2.0),
-    # dlib keeps its config's 150 px (below ~144 px its last level is 1x1 and the pretrained features lose their
-    # value); the 128 px pack is upsampled to it.
+    # dlib keeps its config's input size.
     "multitask_dlib": GpuSettings({"pretrained_weights": DLIB_CHECKPOINT}, max_epochs=30, weight=2.0),
 }
 # --smoke: the same path on CPU, small enough for CI. Input sizes stay the configs' own (the code path is the point).
@@ -142,7 +141,9 @@ def resolve_zoo(names: list[str], pack: str, common: dict[str, Any], max_epochs:
         if not path.is_file():
             skipped.append(f"skip {name}: {path} not found")
             continue
-        argv = ["--config", str(path), "--pack", pack, *override_args({**settings.overrides, **common})]
+        # one carried pack is every model's only source: a config's extra_packs (All-Age-Faces) do not fit the carry
+        argv = ["--config", str(path), "--pack", pack,
+                *override_args({**settings.overrides, **common, "extra_packs": []})]
         weights = settings.overrides.get("pretrained_weights")
         if weights and not Path(weights).is_file():
             how = ("write it with python -m training.gpu_zoo --export-weights (needs the original weights here)"
@@ -441,11 +442,10 @@ def run_zoo(args: argparse.Namespace, names: list[str], pack: str, manifest: str
     device_name = torch.cuda.get_device_name() if mode.common["device"] == "cuda" else "cpu"
     print("\n" + write_throughput(rows, out, device_name).read_text())
     print(f"\n{test_line}")
-    results = evaluate_checkpoints(EvalOptions(
+    run_pipeline(RunOptions(  # its leaderboard step prints the table
         checkpoints=out / "checkpoints", pack=test_pack, manifest=manifest, models=[row["name"] for row in rows],
-        threads=mode.workers, device=mode.common["device"], latency_runs=mode.latency_runs,
-        latency_warmup=min(2, mode.latency_runs)))
-    print("\n" + summary_table(results))
+        steps=["test", "leaderboard"], threads=mode.workers, device=mode.common["device"],
+        latency_runs=mode.latency_runs, latency_warmup=min(2, mode.latency_runs)))
     print(f"\ngpu_zoo: {len(rows)} trained, {len(entries) - len(rows)} failed, {len(skipped)} skipped; "
           f"{args.budget_s - (deadline - time.perf_counter()):.0f} s of the {args.budget_s:.0f} s budget")
     if args.bundle:
