@@ -10,6 +10,7 @@ Predictions table columns (columns of tasks a model lacks are absent):
   pred_age_bin, true_age_bin, age_bin_p0..K-1  age-bin class (argmax of summed bin probabilities) and truth
   pred_gender, gender_p0, gender_p1            argmax class and probabilities
   pred_ethnicity, ethnicity_p0..ethnicity_p4
+  age_lo, age_hi                               the model's calibrated age interval, years (when it has one)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
+from agekit.intervals import AgeInterval, interval_metrics
 from agekit.labels import AGE_MAX, AGE_MIN, CLASS_NAMES, NUM_OUTPUTS, TASKS, AgeBins
 
 CS_YEARS = 5  # cumulative score threshold: share of faces with |age error| <= 5 years
@@ -66,11 +68,13 @@ def _check_probabilities(task: str, probs: np.ndarray, n_rows: int) -> np.ndarra
 
 
 def predictions_frame(files: Sequence[str], truth: Mapping[str, Sequence[int] | np.ndarray],
-                      outputs: Mapping[str, np.ndarray], age_bins: AgeBins) -> pd.DataFrame:
+                      outputs: Mapping[str, np.ndarray], age_bins: AgeBins,
+                      interval: AgeInterval | None = None) -> pd.DataFrame:
     """Build the predictions table from ground truth and a model's per-task probabilities.
 
     files: one name per face. truth: task -> true values (age in years, class codes), any subset
     of TASKS. outputs: task -> (N, NUM_OUTPUTS[task]) probabilities (softmax), only tasks the model has.
+    interval: the model's calibrated age interval (card.interval()): adds age_lo, age_hi (years).
     """
     n = len(files)
     unknown = sorted(set(truth) - set(TASKS)) + sorted(set(outputs) - set(TASKS))
@@ -96,6 +100,8 @@ def predictions_frame(files: Sequence[str], truth: Mapping[str, Sequence[int] | 
         columns["true_age_bin"] = np.asarray(age_bins.bin_of(columns["age"]), dtype=np.int64).reshape(n)
         for i in range(len(age_bins)):
             columns[f"age_bin_p{i}"] = bin_probs[:, i].astype(np.float64)
+        if interval is not None:
+            columns["age_lo"], columns["age_hi"] = interval.bounds(age_probs)
     for task in ("gender", "ethnicity"):
         if task in outputs:
             probs = _check_probabilities(task, outputs[task], n)
@@ -243,7 +249,8 @@ def compute_metrics(frame: pd.DataFrame, age_bins: AgeBins) -> dict[str, Any]:
 
     Keys: "n" (faces), "tasks" (tasks with predictions), "headline" (flat summary), "age" (see
     `age_metrics`), one `classification_metrics` block per classification task present
-    ("age_bin", "gender", "ethnicity"), and "fairness" (see `fairness_slices`).
+    ("age_bin", "gender", "ethnicity"), "fairness" (see `fairness_slices`), and "interval" (coverage and mean
+    width of age_lo..age_hi, see `agekit.intervals.interval_metrics`) when the table has an age interval.
     """
     if len(frame) == 0:
         raise ValueError("the predictions table is empty: no test faces were evaluated")
@@ -263,6 +270,8 @@ def compute_metrics(frame: pd.DataFrame, age_bins: AgeBins) -> dict[str, Any]:
         result[columns.task] = classification_metrics(
             frame[columns.truth].to_numpy(), frame[columns.pred].to_numpy(), probs, names)
     result["fairness"] = fairness_slices(frame)
+    if "age_lo" in frame.columns:
+        result["interval"] = interval_metrics(frame, age_bins)
     return result
 
 
