@@ -104,9 +104,10 @@ class CamResult:
     method: str
 
 
-def class_names(loaded: LoadedModel, task: str) -> tuple[str, ...]:
-    """Names of what can be explained for `task`: classes, or the model's age bins (years)."""
-    return get_age_bins(loaded.card.age_bins).names if task == "age" else CLASS_NAMES[task]
+def class_names(task: str, age_bins: str) -> tuple[str, ...]:
+    """Names of a task's classes: gender and ethnicity classes, or for "age" the bins of the scheme `age_bins`
+    (a ModelCard's `age_bins`)."""
+    return get_age_bins(age_bins).names if task == "age" else CLASS_NAMES[task]
 
 
 def explain(loaded: LoadedModel, crop: Image.Image, task: str, method: str = "GradCAM",
@@ -122,7 +123,7 @@ def explain(loaded: LoadedModel, crop: Image.Image, task: str, method: str = "Gr
         raise ValueError(f"model {loaded.card.name} predicts {list(loaded.card.tasks)}, not {task!r}")
     if method not in CAM_METHODS:
         raise ValueError(f"unknown CAM method {method!r}; choose one of {list(CAM_METHODS)}")
-    names = class_names(loaded, task)
+    names = class_names(task, loaded.card.age_bins)
     rgb = np.array(to_rgb(crop))  # writable copy for torch.from_numpy
     x = to_model_input(torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).contiguous(), loaded.card)
 

@@ -1,5 +1,7 @@
-"""Evaluation CLI: `python -m evaluation.evaluate` writes checkpoints/<model>/eval/ artifacts and the leaderboard.
+"""Evaluation: `python -m evaluation.run` runs every step in order (evaluation/run.py lists them) and writes
+checkpoints/<model>/eval/, the model cards and checkpoints/leaderboard.csv through `agekit.artifacts`.
 
-The API lives in `evaluation.evaluate` (EvalOptions, evaluate_checkpoints, write_leaderboard, read_metrics,
-read_leaderboard); it is not imported here so `python -m evaluation.evaluate` runs without a double import.
+The steps' computations live beside it (evaluate: clean test; wild: faces in rendered photos; bin_decision;
+model_card; significance; report); flip_ablation is an experiment of its own. Nothing is imported here, so
+`python -m evaluation.run` runs without a double import.
 """

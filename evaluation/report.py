@@ -1,8 +1,8 @@
 """Markdown tables of the shipped models for the README: `python -m evaluation.report [--checkpoints checkpoints]`.
 
-Reads checkpoints/leaderboard.csv (test metrics, written by `python -m evaluation.evaluate`, wild-photo columns by
-`python -m evaluation.wild`) and each model's config.json + training_log.csv (epochs, wall time, throughput), so
-the README's numbers come from the artifacts.
+Reads checkpoints/leaderboard.csv (test metrics and wild-photo columns, written by `python -m evaluation.run`) and
+each model's config.json + training_log.csv (epochs, wall time, throughput), so the README's numbers come from
+the artifacts. `evaluation.run` prints it as its last step.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from agekit.artifacts import read_leaderboard
 from agekit.card import ModelCard
 from agekit.training_log import read_log
-from evaluation.evaluate import read_leaderboard
 
 
 def init_label(init_source: str) -> str:
@@ -55,7 +55,7 @@ WILD_COLUMNS = (("mae", "age MAE", "{:.2f}"), ("age_bin_macro_f1", "7-bin macro-
 
 def wild_table(root: Path) -> str:
     """One row per model: wild-photo detection rate and the headline metrics clean → wild (test split), from the
-    leaderboard's wild_* columns (`python -m evaluation.wild`); models without a wild evaluation show '–'."""
+    leaderboard's wild_* columns; models without a wild evaluation show '–'."""
     board = read_leaderboard(root)
     lines = ["| model | detection | " + " | ".join(f"{label} clean → wild" for _, label, _ in WILD_COLUMNS) + " |",
              "| --- | ---: | " + " | ".join("---:" for _ in WILD_COLUMNS) + " |"]
@@ -69,13 +69,16 @@ def wild_table(root: Path) -> str:
     return "\n".join(lines)
 
 
+def report_tables(root: Path) -> str:
+    """The README's model table and the clean → wild table."""
+    return results_table(root) + "\n\n" + wild_table(root)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
     args = parser.parse_args(argv)
-    print(results_table(args.checkpoints))
-    print()
-    print(wild_table(args.checkpoints))
+    print(report_tables(args.checkpoints))
     return 0
 
 

@@ -17,10 +17,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from agekit.artifacts import read_leaderboard, read_predictions
 from agekit.bootstrap import LEVEL, RESAMPLES, format_difference, format_metric, metric_intervals, paired_differences
 from agekit.card import ModelCard
-from agekit.eval_artifacts import read_predictions
-from evaluation.evaluate import read_leaderboard
 
 COLUMNS = {  # metric -> column title; the README table's metrics
     "age_mae": "age MAE", "age_cs5": "CS@5", "age_bin_macro_f1": "7-bin macro-F1",
@@ -69,6 +68,22 @@ def differences_table(root: Path, pairs: Sequence[tuple[str, str]], resamples: i
     return "\n".join(lines)
 
 
+def significance_tables(root: Path, pairs: Sequence[tuple[str, str]] | None = None, resamples: int = RESAMPLES,
+                        seed: int = 0) -> str:
+    """Both markdown tables for the leaderboard's models (pairs: the controlled pairs unless given)."""
+    names = [str(n) for n in read_leaderboard(root)["name"]]
+    if not names:
+        raise ValueError(f"no evaluated models in {root}/leaderboard.csv: run `python -m evaluation.run`")
+    if pairs is None:
+        pairs = controlled_pairs({n: ModelCard.load(root / n) for n in names})
+    text = (f"{LEVEL:.0%} percentile-bootstrap intervals, {resamples} resamples of the test faces, seed {seed}\n\n"
+            + intervals_table(root, names, resamples, seed))
+    if pairs:
+        text += ("\n\nPaired differences (✔: the interval excludes 0; MAE lower is better, the rest higher)\n\n"
+                 + differences_table(root, pairs, resamples, seed))
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evaluation.significance", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -78,17 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
-        names = [str(n) for n in read_leaderboard(args.checkpoints)["name"]]
-        if not names:
-            raise ValueError(f"no evaluated models under {args.checkpoints}: run `python -m evaluation.evaluate`")
-        pairs = [tuple(p) for p in args.pair] if args.pair else controlled_pairs(
-            {n: ModelCard.load(args.checkpoints / n) for n in names})
-        print(f"{LEVEL:.0%} percentile-bootstrap intervals, {args.resamples} resamples of the test faces, "
-              f"seed {args.seed}\n")
-        print(intervals_table(args.checkpoints, names, args.resamples, args.seed))
-        if pairs:
-            print("\nPaired differences (✔: the interval excludes 0; MAE lower is better, the rest higher)\n")
-            print(differences_table(args.checkpoints, pairs, args.resamples, args.seed))
+        print(significance_tables(args.checkpoints, [tuple(p) for p in args.pair] if args.pair else None,
+                                  args.resamples, args.seed))
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

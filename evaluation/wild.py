@@ -1,22 +1,16 @@
 """Wild-photo evaluation: every face of a split re-rendered as a photo would present it, then put through the
-app's own path (load_image → FaceDetector → aligned/box crop → the models, flip-averaged), clean vs wild.
-
-    python -m evaluation.wild --checkpoints checkpoints --data PATH/TO/UTKFace [--split test|val] [--no-align]
-                              [--names a,b] [--seed 0]
+app's own path (load_image → FaceDetector → aligned crop → the models, flip-averaged), clean vs wild.
 
 Each face is rendered by `agekit.wild.render_wild` (seeded per face: size 40-400 px, tilt ±25°, position,
 background, exposure, blur, JPEG 30-95) and decoded from its JPEG bytes like an upload. The detected face nearest
 the known placement is the face's crop; a face with no detection there counts against the detection rate and is
 left out of the wild metrics (`clean_same_faces` gives the clean metrics of exactly the faces that were detected).
 Detection and crops are shared by all models and cached under runs/wild/ (both the aligned and the box crop of
-the one detection), so re-runs and --no-align cost only the models' forward passes.
+the one detection), so re-runs cost only the models' forward passes.
 
---split test writes a "wild" section into each checkpoints/<model>/eval/metrics.json (plus
-predictions_wild.csv) and rebuilds checkpoints/leaderboard.csv; run it after `evaluation.evaluate`, which
-rewrites metrics.json. --split val prints the table, writes runs/wild/val_<align|box>.csv and, for checkpoints
-already evaluated, a "val" section in metrics.json (clean and wild validation headline metrics: the app ranks
-models by them): it is where alignment, augmentation strength and the headline model are chosen; never tune on
-test.
+`evaluation.run` runs it twice: step "wild_test" (the "wild" section of metrics.json and predictions_wild.csv) and
+step "val_ranking" (the "val" section: clean and wild validation headline metrics, which the app ranks models by;
+alignment, augmentation strength and the headline model are chosen on val, never on test).
 """
 
 from __future__ import annotations
@@ -25,12 +19,9 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as in evaluation.evaluate; before torch loads
 
-import argparse
 import hashlib
 import itertools
-import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,19 +35,11 @@ from tqdm import tqdm
 from agekit import faces as face_module
 from agekit import wild as wild_module
 from agekit.checkpoint import LoadedModel
-from agekit.data import FaceTensors, load_folder, load_manifest, resolve_data_root
-from agekit.eval_artifacts import has_metrics, write_val, write_wild
-from agekit.faces import ALIGN_FACES, UTK_SIZE, FaceDetector, load_image
+from agekit.data import FaceTensors
+from agekit.faces import UTK_SIZE, FaceDetector, load_image
 from agekit.metrics import CS_YEARS, compute_metrics, headline_metrics, predictions_frame
 from agekit.wild import render_wild
-from evaluation.evaluate import (
-    DECODE_SIZE,
-    EvaluationError,
-    load_selected,
-    predict_probabilities,
-    select_checkpoints,
-    write_leaderboard,
-)
+from evaluation.evaluate import predict_probabilities
 
 MATCH_DISTANCE = 0.5  # a detection is the rendered face when its box centre is within this x face width of it
 FACE_WIDTH_BUCKETS = (40, 60, 100, 200, 400)  # px edges for the detection rate by face size
@@ -64,23 +47,6 @@ CACHE_DIR = Path("runs/wild")
 MODES = {True: "align", False: "box"}
 TABLE_METRICS = ("age_mae", f"age_cs{CS_YEARS}", "age_bin_macro_f1", "gender_accuracy", "ethnicity_accuracy",
                  "ethnicity_macro_f1")
-
-
-@dataclass
-class WildOptions:
-    """What to evaluate and how (the command-line flags)."""
-
-    checkpoints: Path = Path("checkpoints")
-    data: str | None = None  # UTKFace folder; None: environment variable AGEKIT_UTKFACE
-    split: str = "test"
-    align: bool = ALIGN_FACES  # crop the detected faces aligned to the UTKFace landmark template
-    names: list[str] | None = None  # checkpoint folder names; None: every checkpoint found
-    seed: int = 0
-    manifest: str | None = None  # split manifest CSV; None: the committed one
-    batch_size: int = 64
-    threads: int = 2
-    decode_size: int = DECODE_SIZE  # side (px) the chips are decoded at before rendering
-    cache_dir: Path | None = CACHE_DIR  # None: no cache
 
 
 @dataclass
@@ -145,11 +111,13 @@ def detect_wild(faces: FaceTensors, detector: FaceDetector, seed: int) -> dict[b
                              table.assign(aligned=aligned[align]), seconds) for align in MODES}
 
 
-def load_or_detect(faces: FaceTensors, detector: FaceDetector, options: WildOptions, manifest_hash: str) -> WildCrops:
-    """The crops for options.align, from runs/wild/ when this split, seed and code were detected before."""
-    key = cache_key(options.split, options.seed, manifest_hash, detector)
-    if options.cache_dir is not None:
-        path = Path(options.cache_dir) / f"{key}_{MODES[options.align]}.npz"
+def load_or_detect(faces: FaceTensors, detector: FaceDetector, split: str, seed: int, align: bool,
+                   cache_dir: Path | None = CACHE_DIR) -> WildCrops:
+    """The crops (aligned or box) of `faces`, from `cache_dir` when this split, seed and code were detected
+    before; written there otherwise (None: no cache)."""
+    key = cache_key(split, seed, faces.manifest_hash, detector)
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"{key}_{MODES[align]}.npz"
         if path.is_file():
             with np.load(path, allow_pickle=False) as cached:
                 table = pd.read_csv(path.with_suffix(".csv"))
@@ -157,15 +125,15 @@ def load_or_detect(faces: FaceTensors, detector: FaceDetector, options: WildOpti
                     print(f"crops read from {path}")
                     return WildCrops(list(faces.files), cached["detected"], cached["aligned"], cached["crops"],
                                      table, 0.0)
-    both = detect_wild(faces, detector, options.seed)
-    if options.cache_dir is not None:
-        Path(options.cache_dir).mkdir(parents=True, exist_ok=True)
-        for align, result in both.items():
-            path = Path(options.cache_dir) / f"{key}_{MODES[align]}.npz"
+    both = detect_wild(faces, detector, seed)
+    if cache_dir is not None:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        for mode, result in both.items():
+            path = Path(cache_dir) / f"{key}_{MODES[mode]}.npz"
             np.savez(path, files=np.array(result.files), detected=result.detected, aligned=result.aligned,
                      crops=result.crops)
             result.table.to_csv(path.with_suffix(".csv"), index=False)
-    return both[options.align]
+    return both[align]
 
 
 def detection_summary(crops: WildCrops) -> dict[str, Any]:
@@ -192,28 +160,37 @@ def render_settings() -> dict[str, Any]:
             "jpeg_quality": list(wild_module.JPEG_QUALITY), "backgrounds": list(wild_module.BACKGROUNDS)}
 
 
-def evaluate_one(loaded: LoadedModel, faces: FaceTensors, crops: WildCrops, options: WildOptions,
-                 summary: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]:
-    """One model: (wild section for metrics.json, wild predictions table, clean metrics) on the same faces."""
+def wild_section(loaded: LoadedModel, faces: FaceTensors, clean: dict[str, np.ndarray], crops: WildCrops,
+                 split: str, seed: int, align: bool, batch_size: int = 64
+                 ) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]:
+    """One model, from its clean probabilities on `faces` and the split's crops: (the wild section for
+    metrics.json, the wild predictions table, the clean metrics of every face)."""
     started = time.perf_counter()
     age_bins = loaded.card.age_bin_scheme()
     truth = {task: values.numpy() for task, values in faces.targets.items()}
-    clean = predict_probabilities(loaded, faces.images, options.batch_size)
     clean_frame = predictions_frame(faces.files, truth, clean, age_bins)
     hits = np.flatnonzero(crops.detected)
     images = torch.from_numpy(crops.crops[hits]).permute(0, 3, 1, 2).contiguous()
-    wild = predict_probabilities(loaded, images, options.batch_size) if len(hits) else {}
+    wild = predict_probabilities(loaded, images, batch_size) if len(hits) else {}
     wild_frame = predictions_frame([faces.files[i] for i in hits],
-                                   {task: values[hits] for task, values in truth.items()}, wild, age_bins)
+                                   {task: values[hits] for task, values in truth.items()}, wild, age_bins,
+                                   loaded.card.interval())
     section = {
-        "format_version": 1, "split": options.split, "seed": options.seed, "align": options.align,
-        "render": render_settings(), **summary,
+        "format_version": 1, "split": split, "seed": seed, "align": align,
+        "render": render_settings(), **detection_summary(crops),
         "metrics": compute_metrics(wild_frame, age_bins) if len(hits) else None,
         "clean_same_faces": headline_metrics(clean_frame.iloc[hits]) if len(hits) else None,
         # seconds this run spent rendering + detecting (0: crops from the runs/wild cache) and predicting
         "detect_s": crops.seconds, "predict_s": time.perf_counter() - started,
     }
     return section, wild_frame, compute_metrics(clean_frame, age_bins)
+
+
+def val_section(clean: dict[str, Any], wild: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json's "val" section from the val split's clean metrics and wild section: the headline metrics of
+    clean faces and of the same faces in rendered photos, and the detection rate."""
+    return {"clean": clean["headline"], "wild": (wild["metrics"] or {}).get("headline"),
+            "detection_rate": wild["detection_rate"]}
 
 
 def comparison_rows(name: str, clean: dict[str, Any], section: dict[str, Any]) -> dict[str, Any]:
@@ -224,45 +201,6 @@ def comparison_rows(name: str, clean: dict[str, Any], section: dict[str, Any]) -
         row[f"clean_{metric}"] = clean["headline"].get(metric)
         row[f"wild_{metric}"] = wild.get(metric)
     return row
-
-
-def evaluate_wild(options: WildOptions, detector: FaceDetector | None = None) -> pd.DataFrame:
-    """Run the wild evaluation; returns one row per model (clean vs wild). Writes the metrics.json sections and
-    the leaderboard for the test split, a CSV under runs/wild/ for val."""
-    manifest = load_manifest(options.manifest)
-    folders = select_checkpoints(options.checkpoints, options.names)
-    models = load_selected(folders, manifest, allow_mismatch=False)
-    root = resolve_data_root(options.data)
-    faces = load_folder(root, manifest, options.split, options.decode_size)
-    if len(faces) == 0:
-        raise EvaluationError(f"none of the {options.split} files could be read from {root}")
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(options.threads)
-    try:
-        detector = detector or FaceDetector()
-        crops = load_or_detect(faces, detector, options, manifest.hash)
-        summary = detection_summary(crops)
-        print(f"{options.split}: detected {summary['n_detected']} of {summary['n_faces']} rendered faces "
-              f"({summary['detection_rate']:.1%}); {MODES[options.align]} crops "
-              f"({summary['aligned_share'] or 0:.1%} of detected faces aligned); detection {crops.seconds:.0f} s")
-        rows = []
-        for loaded in models:
-            section, frame, clean = evaluate_one(loaded, faces, crops, options, summary)
-            if options.split == "test":
-                write_wild(loaded.folder, section, frame)
-            elif has_metrics(loaded.folder):  # val: what the app ranks by (never the test split)
-                write_val(loaded.folder, clean["headline"], (section["metrics"] or {}).get("headline"),
-                          section["detection_rate"])
-            rows.append(comparison_rows(loaded.card.name, clean, section))
-    finally:
-        torch.set_num_threads(previous_threads)
-    table = pd.DataFrame(rows)
-    if options.split == "test":
-        write_leaderboard(options.checkpoints)
-    elif options.cache_dir is not None:
-        Path(options.cache_dir).mkdir(parents=True, exist_ok=True)
-        table.to_csv(Path(options.cache_dir) / f"{options.split}_{MODES[options.align]}.csv", index=False)
-    return table
 
 
 def format_table(table: pd.DataFrame) -> str:
@@ -276,44 +214,3 @@ def format_table(table: pd.DataFrame) -> str:
             cells.append(" → ".join("–" if v is None or pd.isna(v) else fmt(v) for v in (clean, wild)))
         lines.append(" | ".join(cells))
     return "\n".join(lines)
-
-
-def parse_args(argv: Sequence[str] | None = None) -> WildOptions:
-    parser = argparse.ArgumentParser(prog="python -m evaluation.wild", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"), help="folder of checkpoint folders")
-    parser.add_argument("--data", default=None, help="UTKFace folder (default: $AGEKIT_UTKFACE)")
-    parser.add_argument("--split", choices=("test", "val"), default="test",
-                        help="test writes metrics.json + leaderboard; val only prints (choose settings on val)")
-    parser.add_argument("--no-align", dest="align", action="store_false", default=ALIGN_FACES,
-                        help="box crops instead of landmark-aligned crops")
-    parser.add_argument("--align", dest="align", action="store_true", help="landmark-aligned crops")
-    parser.add_argument("--names", default=None, help="comma-separated checkpoint names (default: all)")
-    parser.add_argument("--seed", type=int, default=0, help="rendering seed (each face is seeded by seed and index)")
-    parser.add_argument("--manifest", default=None, help="split manifest CSV (default: the committed one)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads for detection and inference")
-    parser.add_argument("--decode-size", type=int, default=DECODE_SIZE, help="side (px) the chips are decoded at")
-    parser.add_argument("--no-cache", action="store_true", help=f"do not read or write crops under {CACHE_DIR}/")
-    args = parser.parse_args(argv)
-    names = [m.strip() for m in args.names.split(",") if m.strip()] if args.names else None
-    return WildOptions(checkpoints=args.checkpoints, data=args.data, split=args.split, align=args.align, names=names,
-                       seed=args.seed, manifest=args.manifest, batch_size=args.batch_size, threads=args.threads,
-                       decode_size=args.decode_size, cache_dir=None if args.no_cache else CACHE_DIR)
-
-
-def main(argv: Sequence[str] | None = None, detector: FaceDetector | None = None) -> int:
-    options = parse_args(argv)
-    started = time.perf_counter()
-    try:
-        table = evaluate_wild(options, detector)
-    except (ValueError, FileNotFoundError) as err:  # EvaluationError, DataRootError, ManifestError, ...
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print()
-    print(format_table(table))
-    print(f"\ntotal wall time {time.perf_counter() - started:.1f} s")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,28 +18,48 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import pytest
 import torch
 from gradio.helpers import special_args
 from PIL import Image, ImageColor
 
+from agekit.artifacts import (
+    TEST_SECTION,
+    VAL_SECTION,
+    leaderboard_frame,
+    read_metrics,
+    write_leaderboard,
+    write_predictions,
+    write_section,
+)
 from agekit.checkpoint import load_checkpoint
+from agekit.consensus import ConsensusSpec, consensus_card
 from agekit.data.dataset import FaceTensors, load_pack
 from agekit.data.test_faces import TEST_FACES_PACK, TEST_FACES_SIZE, load_test_faces
+from agekit.face_quality import QualityFlag
 from agekit.faces import BOX_COLOURS, FaceCrop, FaceDetector
 from agekit.labels import UTK7
-from agekit.predict import Prediction
+from agekit.predict import ConsensusModel, Prediction
 from agekit.training_log import LOG_FILE, write_log
 from agekit.ui import AppContext, api, build_app, compare, error_analysis, serving, testset
 from agekit.ui.blocks import PAGE_ANALYSE_EVENT
 from agekit.ui.guard import MAX_MESSAGE_CHARS, guarded, user_message
 from agekit.ui.model_info import ranking_mae
-from evaluation.evaluate import EvalOptions, evaluate_model, write_leaderboard
+from evaluation.evaluate import clean_section, predict_probabilities
 
 REPO = Path(__file__).resolve().parents[1]
 ASTRONAUT = REPO / "examples" / "nasa_astronaut_eileen_collins.jpg"
 N_TEST = 30
+
+
+def commit_evaluation(root: Path, name: str, faces: FaceTensors) -> None:
+    """A model's test section and predictions.csv, written as `python -m evaluation.run` writes them."""
+    loaded = load_checkpoint(root / name)
+    probabilities = predict_probabilities(loaded, faces.images, 64)
+    section, frame = clean_section(loaded, faces, probabilities, 0.0, {"manifest_hash": faces.manifest_hash},
+                                  threads=1, latency_runs=1, latency_warmup=0)
+    write_section(root / name, TEST_SECTION, section)
+    write_predictions(root, name, frame)
 
 
 def fake_utkface(folder: Path, n: int) -> FaceTensors:
@@ -77,9 +97,10 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, save_tiny) -> dict[str, 
     (root / "broken").mkdir()
     (root / "broken" / "config.json").write_text("{not json")
     faces = fake_utkface(tmp / "UTKFace", N_TEST)
-    options = EvalOptions(checkpoints=root, latency_runs=1, latency_warmup=0, threads=1)
-    evaluate_model(load_checkpoint(root / "tiny_multi"), faces, {"manifest_hash": "test"}, options)
-    write_leaderboard(root)
+    commit_evaluation(root, "tiny_multi", faces)
+    write_section(root / "tiny_multi", VAL_SECTION, {"clean": {"age_mae": 5.0}, "wild": {"age_mae": 6.0},
+                                                     "detection_rate": 0.99})
+    write_leaderboard(root, leaderboard_frame([read_metrics(root / "tiny_multi")]))
     return {"root": root, "utk": tmp / "UTKFace", "photo": face_photo(tmp), "tmp": tmp}
 
 
@@ -106,19 +127,17 @@ def test_broken_checkpoint_is_reported_and_the_rest_load(ctx: AppContext) -> Non
 
 
 def test_models_are_listed_best_first_with_the_headline_starred(ctx: AppContext) -> None:
-    # tiny_multi has a committed evaluation (ranked by its test age MAE); tiny_gender has none, so it comes after
-    assert set(ctx.ranking) == {"tiny_multi"} and ctx.model_names == ["tiny_multi", "tiny_gender"]
+    # tiny_multi has a committed val section (ranked by its val age MAE); tiny_gender has none, so it comes after
+    assert ctx.ranking == {"tiny_multi": 5.5} and ctx.model_names == ["tiny_multi", "tiny_gender"]
     assert ctx.headline_model == "tiny_multi"
-    assert ctx.model_title("tiny_multi") == "★ tiny_multi (multitask)"
-    assert ctx.model_title("tiny_gender") == "tiny_gender (scratch)"
-    assert f"★ tiny_multi is the headline model ({ctx.ranking['tiny_multi']:.2f} years)" in ctx.ranking_markdown()
+    assert ctx.model_title("tiny_multi") == "★ tiny_multi" and ctx.model_title("tiny_gender") == "tiny_gender"
+    assert "★ tiny_multi is the headline model: the lowest validation age MAE (5.50 years" in ctx.ranking_markdown()
+    assert ("Not ranked, no validation evaluation (`python -m evaluation.run --models tiny_gender`): tiny_gender."
+            in ctx.ranking_markdown())
     report = {"metrics": {"headline": {"age_mae": 4.5, "gender_accuracy": 0.9}}}
-    assert ranking_mae(report) == 4.5  # no val section: the test-set MAE
-    # With a val section (evaluation.wild --split val) the ranking never looks at the test split.
+    assert ranking_mae(report) is None  # no val section: not ranked, never by the test-set MAE
     report["val"] = {"clean": {"age_mae": 5.0}, "wild": {"age_mae": 6.0}, "detection_rate": 0.99}
-    assert ranking_mae(report) == 5.5
-    assert ranking_mae({"metrics": {"headline": {"gender_accuracy": 0.9}}}) is None  # gender-only model
-    assert ranking_mae({"metrics": {"headline": {"age_mae": float("nan")}}}) is None and ranking_mae(None) is None
+    assert ranking_mae(report) == 5.5 and ranking_mae(None) is None
 
 
 def test_missing_checkpoint_folder_gives_a_banner_not_a_crash(tmp_path: Path, detector: FaceDetector) -> None:
@@ -128,15 +147,17 @@ def test_missing_checkpoint_folder_gives_a_banner_not_a_crash(tmp_path: Path, de
     assert isinstance(demo, gr.Blocks)
 
 
-def test_api_lists_only_predict_and_explain_every_other_event_is_private(ctx: AppContext) -> None:
+def test_api_lists_only_its_three_endpoints_every_other_event_is_private(ctx: AppContext) -> None:
     demo = build_app(ctx, preload_example=True, selected_tab="testset")
-    assert set(demo.get_api_info()["named_endpoints"]) == {"/predict", "/explain"}
-    assert set(demo.get_api_info(all_endpoints=True)["named_endpoints"]) == {"/predict", "/explain"}
+    endpoints = {"/predict", "/predict_batch", "/explain"}
+    assert set(demo.get_api_info()["named_endpoints"]) == endpoints
+    assert set(demo.get_api_info(all_endpoints=True)["named_endpoints"]) == endpoints
     public = {fn.api_name for fn in demo.fns.values() if fn.api_visibility != "private"}
-    assert public == {"predict", "explain"}
+    assert public == {"predict", "predict_batch", "explain"}
     # the API has its own queue slots; the page's model events share theirs
     by_name = {fn.api_name: fn for fn in demo.fns.values()}
-    assert by_name["predict"].concurrency_id == by_name["explain"].concurrency_id == serving.API_MODELS
+    assert (by_name["predict"].concurrency_id == by_name["explain"].concurrency_id
+            == by_name["predict_batch"].concurrency_id == serving.API_MODELS)
     assert by_name[PAGE_ANALYSE_EVENT].concurrency_id == serving.PAGE_MODELS
     with pytest.raises(ValueError, match="unknown tab"):
         build_app(ctx, selected_tab="nope")
@@ -144,25 +165,35 @@ def test_api_lists_only_predict_and_explain_every_other_event_is_private(ctx: Ap
 
 # ---------------------------------------------------------------- Compare tab
 
-def test_on_image_detects_one_face_and_every_model_predicts(ctx: AppContext, workspace: dict[str, Path]) -> None:
-    annotated, face_update, state, status = compare.on_image(ctx, str(workspace["photo"]))
-    assert isinstance(annotated, Image.Image) and annotated.size == Image.open(workspace["photo"]).size
+def test_on_photo_detects_one_face_and_every_model_predicts(ctx: AppContext, workspace: dict[str, Path]) -> None:
+    (annotated, face_update, state, status, results, summary, details, csv_path, json_path, gallery,
+     cam_status) = compare.on_photo(ctx, str(workspace["photo"]))
+    assert isinstance(annotated["value"], Image.Image) and annotated["visible"] is True
+    assert annotated["value"].size == Image.open(workspace["photo"]).size
     assert face_update["choices"] == ["Face 1"] and face_update["value"] == "Face 1"
-    assert status.startswith("Found 1 face")
+    assert face_update["visible"] is False  # one face: nothing to choose
+    assert status.startswith("Found 1 face") and results["visible"] is True
     assert set(state.predictions) == {"tiny_gender", "tiny_multi"}
     # the session keeps no photo, and its face crops at the largest model input (32 px here)
     assert state.annotated is None and state.faces[0].image.size == (ctx.crop_side, ctx.crop_side) == (32, 32)
+    assert gallery == [] and cam_status == ""  # a new photo clears Grad-CAM
 
-    note, *values = compare.on_face(ctx, state, "Face 1")
-    # tiny_multi (ranked first): summary + age bars + gender + ethnicity; tiny_gender: summary + gender label
-    assert len(values) == 4 + 2 and isinstance(note, str)
-    multi, gender_only = values[:4], values[4:]
-    assert gender_only[0].startswith("#### tiny_gender (scratch)") and "age" not in gender_only[0]
-    assert set(gender_only[1]) == {"male", "female"} and sum(gender_only[1].values()) == pytest.approx(1, abs=1e-5)
-    assert "age ≈" in multi[0] and "years" in multi[0] and multi[0].startswith("#### ★ tiny_multi")
-    bars = json.loads(multi[1].plot)["data"][0]  # gr.Plot's payload: the chart as plotly JSON
-    assert bars["x"] == list(UTK7.names) and sum(bars["y"]) == pytest.approx(1, abs=1e-5)
-    assert set(multi[3]) == {"White", "Black", "Asian", "Indian", "Others"}
+    # the summary: one row per model, ★ first and highlighted, the decided bin with its probability
+    multi = state.predictions["tiny_multi"][0]
+    rows = summary.split("<tr")[2:]
+    assert len(rows) == 2 and rows[0].startswith(' class="headline"') and "★ tiny_multi" in rows[0]
+    assert f"{multi.age:.0f} years" in rows[0]
+    assert f"{multi.age_bin.replace('-', '–')} · {multi.age_bin_confidence:.0%}".replace("%", " %") in rows[0]
+    assert f"{multi.gender} {multi.gender_confidence:.0%}".replace("%", " %") in rows[0]
+    assert "tiny_gender" in rows[1] and rows[1].count("—") == 3  # no age, bin or ethnicity
+    # every probability: one age-bin table (one scheme), gender (both models), ethnicity (one)
+    assert details.count("<table>") == 3 and all(f"<th>{n.replace('-', '–')}</th>" in details for n in UTK7.names)
+
+    # the downloads hold every face × model
+    table = pd.read_csv(csv_path)
+    assert list(table["model"]) == ["tiny_multi", "tiny_gender"] and (table["face"] == 1).all()
+    assert table.loc[0, "age_bin"] == multi.age_bin and table.loc[0, "age_bin_p"] == round(multi.age_bin_confidence, 4)
+    assert json.loads(Path(json_path).read_text())["faces"][0]["predictions"]["tiny_multi"]["age_bin"] == multi.age_bin
 
 
 class TwoFaceDetector:
@@ -179,8 +210,9 @@ def test_faces_are_numbered_left_to_right(ctx: AppContext, tmp_path: Path) -> No
     two = replace(ctx, detector=TwoFaceDetector())
     photo = tmp_path / "two.png"
     Image.new("RGB", (640, 400), (255, 255, 255)).save(photo)
-    annotated, face_update, state, _ = compare.on_image(two, str(photo))
-    assert face_update["choices"] == ["Face 1", "Face 2"]
+    annotated, face_update, state, *_ = compare.on_photo(two, str(photo))
+    annotated = annotated["value"]
+    assert face_update["choices"] == ["Face 1", "Face 2"] and face_update["visible"] is True
     assert [face.box[0] for face in state.faces] == [40.0, 400.0]
     # box 1's colour outlines the left face, box 2's the right one
     assert annotated.getpixel((41, 180)) == ImageColor.getrgb(BOX_COLOURS[0])
@@ -190,33 +222,35 @@ def test_faces_are_numbered_left_to_right(ctx: AppContext, tmp_path: Path) -> No
 
 
 def test_on_image_accepts_gradio_payloads(ctx: AppContext, workspace: dict[str, Path]) -> None:
-    by_dict = compare.on_image(ctx, {"path": str(workspace["photo"]), "url": None})
-    assert by_dict[3].startswith("Found 1 face")
+    by_dict = compare.on_photo(ctx, {"path": str(workspace["photo"]), "url": None})
+    assert by_dict[3].startswith("Found 1 face") and by_dict[2].source == workspace["photo"].name
     encoded = base64.b64encode(workspace["photo"].read_bytes()).decode()
-    by_data_url = compare.on_image(ctx, {"path": None, "url": f"data:image/jpeg;base64,{encoded}"})
+    by_data_url = compare.on_photo(ctx, {"path": None, "url": f"data:image/jpeg;base64,{encoded}"})
     assert by_data_url[3].startswith("Found 1 face")
 
 
-def test_cleared_image_clears_outputs(ctx: AppContext) -> None:
-    annotated, face_update, state, status = compare.on_image(ctx, None)
-    assert annotated is None and state is None and status == "" and face_update["visible"] is False
-    values = compare.on_face(ctx, None, None)
-    assert values[0] == "" and values[1] == "#### ★ tiny_multi (multitask)" and values[2] is None
+def test_cleared_photo_leaves_only_the_hint(ctx: AppContext) -> None:
+    annotated, face_update, state, status, results, summary, details, csv_path, json_path, gallery, cam_status = (
+        compare.on_photo(ctx, None))
+    assert annotated["visible"] is False and face_update["visible"] is False and results["visible"] is False
+    assert state is None and status == compare.HINT
+    assert (summary, details, csv_path, json_path, gallery, cam_status) == ("", "", None, None, [], "")
+    assert compare.on_face(ctx, None, None) == ("", "", [], "")
 
 
 def test_non_image_upload_gives_a_clear_message(ctx: AppContext, tmp_path: Path) -> None:
     fake = tmp_path / "notes.jpg"
     fake.write_text("this is not an image")
-    annotated, _, state, status = compare.on_image(ctx, str(fake))
-    assert annotated is None and state is None
+    annotated, _, state, status, results, *_ = compare.on_photo(ctx, str(fake))
+    assert annotated["value"] is None and state is None and results["visible"] is False
     assert "not an image format I can read" in status
 
 
-def test_photo_without_a_face_gives_a_clear_message(ctx: AppContext, tmp_path: Path) -> None:
+def test_photo_without_a_face_gives_a_clear_message_and_clears_gradcam(ctx: AppContext, tmp_path: Path) -> None:
     wall = tmp_path / "wall.png"
     Image.new("RGB", (640, 480), (128, 128, 128)).save(wall)
-    status = compare.on_image(ctx, str(wall))[3]
-    assert "no face found" in status
+    outputs = compare.on_photo(ctx, str(wall))
+    assert "no face found" in outputs[3] and outputs[-2:] == ([], "")
 
 
 def test_gradcam_gallery_covers_every_model_and_task(ctx: AppContext, analysis: compare.FaceAnalysis) -> None:
@@ -307,6 +341,7 @@ def test_a_39_megapixel_photo_leaves_a_small_session_state(ctx: AppContext, tmp_
     path = tmp_path / "big.jpg"
     big.save(path, quality=70)
     annotated, _, state, status, *_ = compare.on_photo(ctx, str(path))
+    annotated = annotated["value"]
     assert status.startswith("Found 1 face")
     assert compare.ANNOTATED_MAX_SIDE // 2 < max(annotated.size) <= compare.ANNOTATED_MAX_SIDE  # a preview
     # what the session keeps: crops at model size and predictions, no image of the photo (117 MB decoded)
@@ -335,11 +370,11 @@ def test_on_face_says_when_the_models_disagree(ctx: AppContext, analysis: compar
     ages = {"tiny_multi": 10.0, "tiny_gender": None}
     swapped = {name: [replace(preds[0], age=ages[name])] for name, preds in analysis.predictions.items()}
     agreeing = {name: [replace(preds[0], gender_probs=np.array([0.9, 0.1]))] for name, preds in swapped.items()}
-    assert compare.on_face(ctx, replace(analysis, predictions=agreeing), "Face 1")[0] == ""
+    assert "disagree" not in compare.on_face(ctx, replace(analysis, predictions=agreeing), "Face 1")[0]
     disagreeing = {"tiny_multi": [replace(swapped["tiny_multi"][0], gender_probs=np.array([0.9, 0.1]))],
                    "tiny_gender": [replace(swapped["tiny_gender"][0], gender_probs=np.array([0.2, 0.8]))]}
-    note = compare.on_face(ctx, replace(analysis, predictions=disagreeing), "Face 1")[0]
-    assert note.startswith("⚠️ The models disagree strongly on face 1: gender is split")
+    summary = compare.on_face(ctx, replace(analysis, predictions=disagreeing), "Face 1")[0]
+    assert "⚠️ The models disagree strongly on face 1: gender is split" in summary
 
 
 def test_annotated_preview_shrinks_by_a_whole_factor_and_moves_the_boxes() -> None:
@@ -355,23 +390,40 @@ def test_annotated_preview_shrinks_by_a_whole_factor_and_moves_the_boxes() -> No
     assert compare.annotated_preview(Image.new("RGB", (640, 480)), []).size == (640, 480)
 
 
-def test_age_chart_payload_is_the_plotly_figure_as_json(analysis: compare.FaceAnalysis) -> None:
-    prediction = analysis.predictions["tiny_multi"][0]
-    payload = compare.age_bin_plot(prediction)
-    figure = go.Figure(data=[compare.age_bin_bars(prediction)], layout=compare.AGE_BIN_LAYOUT)
-    assert payload.type == "plotly" and json.loads(payload.plot) == json.loads(figure.to_json())
-    bars = figure.data[0]
-    assert list(bars.marker.color).count("#f97316") == 1  # the most likely bin highlighted
-    assert bars.marker.color[int(np.argmax(prediction.age_bin_probs))] == "#f97316"
-    assert compare.age_bin_plot(None) is None
+def test_gradcam_explains_the_bin_the_summary_shows_with_its_probability(ctx: AppContext,
+                                                                       analysis: compare.FaceAnalysis) -> None:
+    # a decision that the crop's own probabilities would not make: Grad-CAM must still explain it
+    decided = replace(analysis.predictions["tiny_multi"][0],
+                      age_bin_probs=np.array([0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.70]))
+    chosen = replace(analysis, predictions={**analysis.predictions, "tiny_multi": [decided]})
+    summary = compare.on_face(ctx, chosen, "Face 1")[0]
+    assert "66–116 · 70 %" in summary
+    gallery, _ = compare.on_explain(ctx, chosen, "Face 1", "GradCAM", "age")
+    assert gallery[0][1] == "tiny_multi · age: probability of the predicted age bin 66-116 (70%)"
 
 
-def test_age_chart_leaves_room_for_plotlys_toolbar(analysis: compare.FaceAnalysis) -> None:
-    layout = json.loads(compare.age_bin_plot(analysis.predictions["tiny_multi"][0]).plot)["layout"]
-    assert layout["margin"]["t"] >= compare.PLOT_TOOLBAR_PX
-    # a one-row toolbar in a narrow column: no zoom / pan / select buttons, the download button stays
-    assert {"zoom", "pan", "select", "lasso", "autoScale"} <= set(layout["modebar"]["remove"])
-    assert "toImage" not in layout["modebar"]["remove"]
+def test_a_consensus_is_listed_after_the_headline_and_has_no_gradcam(ctx: AppContext,
+                                                                    analysis: compare.FaceAnalysis) -> None:
+    multi = ctx.zoo.models["tiny_multi"]
+    spec = ConsensusSpec(("tiny_multi",), (1.0,))
+    member = ConsensusModel(consensus_card("consensus", spec, [multi.card]), multi.folder, spec)
+    with_consensus = replace(ctx, zoo=replace(ctx.zoo, models={**ctx.zoo.models, "consensus": member}))
+    assert with_consensus.model_names == ["tiny_multi", "consensus", "tiny_gender"]
+    state = compare.analyse_image(with_consensus, str(ASTRONAUT) if ASTRONAUT.is_file() else None)
+    rows = compare.on_face(with_consensus, state, "Face 1")[0].split("<tr")[2:]
+    assert ["★ tiny_multi" in rows[0], "consensus" in rows[1], "tiny_gender" in rows[2]] == [True] * 3
+    gallery, status = compare.on_explain(with_consensus, state, "Face 1", "GradCAM", "all")
+    assert not any(caption.startswith("consensus") for _, caption in gallery) and len(gallery) == 4
+    assert "consensus: no network of its own" in status
+    with pytest.raises(ValueError, match="consensus has no network of its own"):
+        api.explain_overlay(with_consensus, str(ASTRONAUT), 1, "consensus", "age", "GradCAM")
+
+
+def test_quality_flags_sit_above_the_face_summary(ctx: AppContext, analysis: compare.FaceAnalysis) -> None:
+    flagged = replace(analysis, flags=[[QualityFlag("tiny", "the face is only 30 px wide (under 40 px): use a larger "
+                                                            "or closer photo")]])
+    summary = compare.on_face(ctx, flagged, "Face 1")[0]
+    assert summary.index("⚠️ The face is only 30 px wide") < summary.index("<table>")
 
 
 # ---------------------------------------------------------------- Test-set tab
@@ -386,13 +438,13 @@ def test_testset_panels_come_from_eval_artifacts(ctx: AppContext) -> None:
     assert list(per_class["class"]) == ["male", "female"] and per_class["support"].sum() == N_TEST
     assert len(per_class_fig.data) == 3 and "ECE" in reliability.layout.title.text
     second = out[5:10]
-    assert "tiny_gender has no evaluation artifacts" in second[0] and second[1] is None
+    assert "tiny_gender has no evaluation" in second[0] and second[1] is None
     assert out[10]["visible"] is True
     mae_figure, fairness_figure, fairness_table, status = out[11:]
     assert mae_figure.data[1].name == "tiny_multi"
     assert list(fairness_figure.data[0].x) == ["White", "Black", "Asian", "Indian", "Others"]
     assert list(fairness_table["model"]) == ["tiny_multi"] and "largest gap" in fairness_table.columns
-    assert "python -m evaluation.evaluate --models tiny_gender" in status
+    assert "python -m evaluation.run --models tiny_gender" in status
 
 
 def test_testset_counts_view_and_age_bins(ctx: AppContext) -> None:
@@ -423,8 +475,13 @@ def test_testset_two_models_get_paired_differences(ctx: AppContext, tmp_path: Pa
 
 def test_leaderboard_and_missing_leaderboard(ctx: AppContext, tmp_path: Path) -> None:
     figure, table, status = testset.on_leaderboard(ctx.checkpoints_root, "mae")
-    assert status == "" and list(table["name"]) == ["tiny_multi"] and list(figure.data[0].y) == ["tiny_multi"]
-    assert testset.leaderboard_metrics(table)[0] == "mae"
+    assert status == "" and list(table["model"]) == ["tiny_multi"] and list(figure.data[0].y) == ["tiny_multi"]
+    assert figure.data[0].name == "multitask" and figure.layout.legend.title.text == "family"  # the colour legend
+    # readable names, no provenance columns, counts with separators
+    assert {"age MAE (years)", "parameters", "FLOPs"} <= set(table.columns) and "split_hash" not in table.columns
+    params = int(ctx.zoo.models["tiny_multi"].card.params)
+    assert table.loc[0, "parameters"] == f"{params:,}"
+    assert testset.leaderboard_metrics(testset.read_leaderboard(ctx.checkpoints_root))[0] == "mae"
     assert testset.default_model(ctx.checkpoints_root, ctx.model_names) == "tiny_multi"  # the evaluated one
     assert testset.on_leaderboard(tmp_path, "mae")[2].startswith("⚠️ no leaderboard yet")
 
@@ -469,8 +526,7 @@ def packed_ctx(tmp_path_factory: pytest.TempPathFactory, save_tiny, detector: Fa
     root = tmp_path_factory.mktemp("space") / "checkpoints"
     save_tiny(root / "tiny_multi", family="multitask", widths=(8, 16), seed=10)
     faces = load_pack(TEST_FACES_PACK, "test").subset(slice(0, N_TEST))
-    options = EvalOptions(checkpoints=root, latency_runs=1, latency_warmup=0, threads=1)
-    evaluate_model(load_checkpoint(root / "tiny_multi"), faces, {"manifest_hash": faces.manifest_hash}, options)
+    commit_evaluation(root, "tiny_multi", faces)
     return AppContext.create(root, data_root=None, examples_dir=None, detector=detector)
 
 

@@ -12,13 +12,13 @@ Regenerate (pack + checksum) with:
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from agekit.artifacts import file_sha256
 from agekit.data.pack import SPLIT_CODES, PackContents, PackError, PackSummary, decode_image, read_pack, write_pack
 from agekit.data.split import SplitManifest, load_manifest
 
@@ -37,11 +37,6 @@ def checksum_path(pack: str | os.PathLike[str]) -> Path:
     """Where a pack's sha256 is recorded: `<pack>.sha256`, in `sha256sum` format (`sha256sum -c` reads it)."""
     pack = Path(pack)
     return pack.with_name(pack.name + ".sha256")
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 hex digest of a file's bytes."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,13 @@ download raises PretrainedWeightsError telling the user to pass --pretrained-wei
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from agekit.artifacts import file_sha256  # noqa: F401 (training.train reads it from here)
 from agekit.models.registry import (
     Backbone,
     PretrainedWeightsError,
@@ -129,14 +129,6 @@ def shipped_onet_weights() -> Path:
     import facenet_pytorch
 
     return Path(facenet_pytorch.__file__).parent / "data" / "onet.pt"
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class ONetTrunk(nn.Module):

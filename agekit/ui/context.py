@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agekit.card import FAMILIES
+from agekit.consensus import CONSENSUS
 from agekit.faces import UTK_SIZE, FaceDetector
 from agekit.predict import ModelZoo
-from agekit.ui.model_info import ranking_mae, read_metrics
+from agekit.ui.model_info import committed_metrics, ranking_mae
 
 log = logging.getLogger("agekit.ui")
 
@@ -32,9 +33,9 @@ class AppContext:
     ranking: dict[str, float] = field(default_factory=dict)  # model → val age MAE, years (model_info.ranking_mae)
 
     @property
-    def model_names(self) -> list[str]:
+    def ranked_names(self) -> list[str]:
         """Loaded models best first: by validation age MAE (`ranking`), then the unranked ones by family (scratch,
-        pretrained, multitask) and name."""
+        pretrained, multitask, consensus) and name."""
         order = {family: i for i, family in enumerate(FAMILIES)}
 
         def key(name: str) -> tuple:
@@ -44,23 +45,34 @@ class AppContext:
         return sorted(self.zoo.models, key=key)
 
     @property
+    def model_names(self) -> list[str]:
+        """Loaded models in the order the page lists them: the headline model (★), then the consensus, then the
+        rest best first (`ranked_names`)."""
+        names = self.ranked_names
+        first = [self.headline_model] if self.headline_model else []
+        first += [n for n in names if self.zoo.models[n].card.family == CONSENSUS and n not in first]
+        return first + [n for n in names if n not in first]
+
+    @property
     def headline_model(self) -> str | None:
         """The best-ranked loaded model (lowest validation age MAE), or None when no loaded model is ranked."""
-        names = self.model_names
+        names = self.ranked_names
         return names[0] if names and names[0] in self.ranking else None
 
     def model_title(self, name: str) -> str:
-        """'name (family)' for panel headings; the headline model gets a ★."""
-        star = "★ " if name == self.headline_model else ""
-        return f"{star}{name} ({self.zoo.models[name].card.family})"
+        """The model's name as the page shows it; the headline model gets a ★."""
+        return f"★ {name}" if name == self.headline_model else name
 
     def ranking_markdown(self) -> str:
         """One line saying how the model columns are ordered and which model is the headline."""
         best = self.headline_model
+        unranked = [name for name in self.model_names if name not in self.ranking]
+        missing = (f" Not ranked, no validation evaluation (`python -m evaluation.run --models "
+                   f"{' '.join(unranked)}`): {', '.join(unranked)}." if unranked else "")
         if best is None:
-            return "No model has a committed test-set evaluation yet, so the columns are not ranked."
-        return (f"Models are listed best first by validation age MAE (mean of clean faces and faces in photos); "
-                f"★ {best} is the headline model ({self.ranking[best]:.2f} years).")
+            return "No model has a committed validation evaluation yet, so the columns are not ranked." + missing
+        return (f"★ {best} is the headline model: the lowest validation age MAE ({self.ranking[best]:.2f} years, mean "
+                "of clean faces and faces in photos); the consensus comes next, then the others best first." + missing)
 
     @property
     def crop_side(self) -> int:
@@ -88,7 +100,7 @@ class AppContext:
                 log.exception("face detector failed to load")
                 problems.append(f"face detector failed to load: {exc}")
         ranking = {name: mae for name, loaded in zoo.models.items()
-                   if (mae := ranking_mae(read_metrics(loaded.folder))) is not None}
+                   if (mae := ranking_mae(committed_metrics(loaded.folder))) is not None}
         return cls(checkpoints_root=root, zoo=zoo, detector=detector, startup_problems=problems,
                    data_root=data_root or "", examples=list_examples(examples_dir), ranking=ranking)
 

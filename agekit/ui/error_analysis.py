@@ -20,12 +20,14 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from agekit.artifacts import predictions_path, read_predictions
 from agekit.card import ModelCard
 from agekit.data.test_faces import PackedFaces, load_test_faces
 from agekit.data.utkface import DataRootError, resolve_data_root
-from agekit.eval_artifacts import predictions_path, read_predictions
+from agekit.explain import class_names
 from agekit.faces import load_image
-from agekit.labels import ETHNICITY_NAMES, GENDER_NAMES, get_age_bins
+from agekit.labels import DEFAULT_AGE_BINS, ETHNICITY_NAMES, GENDER_NAMES
+from agekit.predict import Prediction
 from agekit.ui.compare import caption_list, explain_crop
 from agekit.ui.context import AppContext
 from agekit.ui.guard import guarded
@@ -61,18 +63,15 @@ def models_with_predictions(root: str | Path, names: list[str]) -> list[str]:
     return [n for n in names if predictions_path(root, n).is_file()]
 
 
-def class_names(root: str | Path, model: str, task: str) -> tuple[str, ...]:
-    """Class names of a UI task; age bins come from the model's own card (default UTK7)."""
-    if task == "gender":
-        return GENDER_NAMES
-    if task == "ethnicity":
-        return ETHNICITY_NAMES
-    if task == "age bins":
-        try:
-            return get_age_bins(ModelCard.load(Path(root) / model).age_bins).names
-        except (FileNotFoundError, ValueError):
-            return get_age_bins("utk7").names
-    raise ValueError(f"unknown task {task!r}; choose one of {list(TASKS_UI)}")
+def task_class_names(root: str | Path, model: str, task: str) -> tuple[str, ...]:
+    """Class names of a UI task; age bins come from the model's own card (the default scheme without one)."""
+    if task not in TASKS_UI:
+        raise ValueError(f"unknown task {task!r}; choose one of {list(TASKS_UI)}")
+    try:
+        age_bins = ModelCard.load(Path(root) / model).age_bins
+    except (FileNotFoundError, ValueError):
+        age_bins = DEFAULT_AGE_BINS.spec
+    return class_names("age" if task == "age bins" else task, age_bins)
 
 
 def _confidence(frame: pd.DataFrame, columns: TaskColumns) -> pd.Series:
@@ -192,12 +191,11 @@ def truth_text(row: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def every_model_table(ctx: AppContext, crop: Image.Image) -> pd.DataFrame:
-    """Every loaded model's prediction for one UTKFace crop (no detection: it is already a face crop)."""
+def every_model_table(ctx: AppContext, predictions: dict[str, Prediction]) -> pd.DataFrame:
+    """Every loaded model's prediction for one face ({model: its Prediction}) as a table, models in page order."""
     records = []
-    predictions = ctx.zoo.predict([crop])
     for model in ctx.model_names:
-        (pred,) = predictions[model]
+        pred = predictions[model]
         record: dict[str, Any] = {"model": model, "age (years)": None, "age bin": "", "gender": "", "ethnicity": ""}
         if pred.age is not None:
             record["age (years)"] = round(float(pred.age), 1)
@@ -216,10 +214,16 @@ def every_model_table(ctx: AppContext, crop: Image.Image) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- callbacks (wired in agekit.ui.blocks)
 
+def on_mode(mode: str) -> tuple[Any, Any]:
+    """Mode changed → the confusion-cell dropdowns, shown only in the mode that uses them."""
+    visible = mode == "confusion cell"
+    return gr.update(visible=visible), gr.update(visible=visible)
+
+
 def on_task(root: str | Path, model: str | None, task: str) -> tuple[Any, Any]:
     """Model or task changed → the true / predicted class dropdowns for the confusion cell."""
     try:
-        names = class_names(root, model or "", task)
+        names = task_class_names(root, model or "", task)
     except ValueError:
         names = ()
     first, second = (names[0], names[1]) if len(names) > 1 else (None, None)
@@ -239,7 +243,7 @@ def on_show_faces(ctx: AppContext, model: str | None, task: str, mode: str, true
     root = ctx.checkpoints_root
     source = face_source(ctx.data_root)
     frame = read_predictions(root, model)
-    names = class_names(root, model, task)
+    names = task_class_names(root, model, task)
     index = {name: i for i, name in enumerate(names)}
     rows = select_faces(frame, task, mode, index.get(true_name or ""), index.get(pred_name or ""))
     items, files, missing = face_gallery(source, rows, task, names)
@@ -281,5 +285,7 @@ def explain_test_face(ctx: AppContext, model: str | None, task: str, method: str
         if len(match):
             truth = f"truth: {truth_text(match.iloc[0].to_dict())} · "
     explain_task = "age" if task not in TASK_COLUMNS else TASK_COLUMNS[task].explain_task
-    gallery = explain_crop(ctx, crop, explain_task, method)
-    return crop, every_model_table(ctx, crop), gallery, f"{truth}{files[index]}\n\n{caption_list(gallery)}"
+    # no detection: a UTKFace image is a face crop already
+    predictions = {model: preds[0] for model, preds in ctx.zoo.predict([crop]).items()}
+    gallery = explain_crop(ctx, crop, explain_task, method, predictions)
+    return crop, every_model_table(ctx, predictions), gallery, f"{truth}{files[index]}\n\n{caption_list(gallery)}"

@@ -1,49 +1,34 @@
-"""What the app says about a checkpoint: its card and its committed test metrics."""
+"""What the app says about a checkpoint: its card, its committed test metrics and its rank."""
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any
 
+from agekit.artifacts import metrics_path, read_metrics, val_age_mae
 from agekit.card import ModelCard
-from agekit.eval_artifacts import metrics_path, val_age_mae
 
 # The headline numbers shown next to each model, in this order, when metrics.json has them.
 HEADLINE_METRICS = ("age_mae", "age_cs5", "age_bin_accuracy", "gender_accuracy", "ethnicity_accuracy",
                     "ethnicity_macro_f1")
-RANKING_METRIC = "age_mae"  # lower is better; the page lists models by it (see ranking_mae)
 METRIC_NAMES = {"age_mae": "age MAE (years)", "age_median_ae": "age median AE (years)", "age_cs5": "age CS@5",
                 "age_bin_accuracy": "age-bin accuracy", "age_bin_macro_f1": "age-bin macro-F1",
                 "gender_accuracy": "gender accuracy", "gender_macro_f1": "gender macro-F1",
                 "ethnicity_accuracy": "ethnicity accuracy", "ethnicity_macro_f1": "ethnicity macro-F1"}
 
 
-def read_metrics(folder: str | Path) -> dict[str, Any] | None:
-    """checkpoints/<model>/eval/metrics.json as a dict, or None when the model has no eval artifacts."""
-    path = metrics_path(folder)
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
+def committed_metrics(folder: str | Path) -> dict[str, Any] | None:
+    """A model's metrics.json (`agekit.artifacts.read_metrics`), or None when it has not been evaluated: the page
+    then says so. A damaged file raises ArtifactError, as everywhere."""
+    return read_metrics(folder) if metrics_path(folder).is_file() else None
 
 
 def ranking_mae(metrics: dict[str, Any] | None) -> float | None:
     """The number models are ranked by on the page, best first (years): the validation age MAE, mean of clean
-    faces and faces in rendered photos (`eval_artifacts.val_age_mae`), so that picking the headline model never
-    looks at the test split; test-set age MAE for a model evaluated before val sections existed; None for a
-    model without a committed age evaluation (listed after the ranked ones)."""
-    if not metrics:
-        return None
-    if (val := val_age_mae(metrics)) is not None:
-        return val
-    section = metrics_section(metrics)
-    value = flat_scalars(section.get("headline", section)).get(RANKING_METRIC)
-    return value if value is not None and math.isfinite(value) else None
+    faces and faces in rendered photos (`artifacts.val_age_mae`), so that picking the headline model never looks
+    at the test split. None when the model has no val section: it is then listed as not ranked, after the ranked
+    ones; there is no fallback to a test number."""
+    return val_age_mae(metrics) if metrics else None
 
 
 def metrics_section(report: dict[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,6 @@ no dataset is needed.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,16 +15,21 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from agekit import plots
-from agekit.bootstrap import LEVEL, format_difference, paired_differences
-from agekit.card import ModelCard
-from agekit.eval_artifacts import (
+from agekit.artifacts import (
     EVAL_DIR,
+    TEST_SECTION,
     WILD_SECTION,
-    has_metrics,
+    ArtifactError,
+    has_section,
     metrics_path,
+    read_leaderboard,
+    read_metrics,
     read_predictions,
+    section_of,
     wild_headline,
 )
+from agekit.bootstrap import LEVEL, format_difference, paired_differences
+from agekit.card import ModelCard
 from agekit.training_log import read_log
 from agekit.ui.guard import guarded
 from agekit.ui.model_info import METRIC_NAMES, metrics_lines, metrics_section
@@ -40,7 +44,6 @@ TRAINING_CURVE_METRICS = ("val_age_mae", "val_age_bin_f1", "val_gender_acc", "va
                           "train_loss", "images_per_s")
 NO_SECOND_MODEL = "(none)"
 DIFFERENCE_RESAMPLES = 1000
-LEADERBOARD_FILE = "leaderboard.csv"
 PANEL_OUTPUTS = 5  # headline markdown, confusion matrix, per-class bars, per-class table, reliability diagram
 PER_CLASS_COLUMNS = ("class", "precision", "recall", "f1", "support", "predicted")
 
@@ -56,18 +59,13 @@ class ModelEval:
 
 
 def read_model_eval(root: str | Path, name: str) -> ModelEval:
-    """Load checkpoints/<name>/eval/metrics.json; a clear ValueError when it is missing or unreadable."""
-    path = metrics_path(Path(root) / name)
-    if not path.is_file():
-        raise ValueError(f"model {name} has no evaluation artifacts ({path} is missing): run "
-                         f"`python -m evaluation.evaluate --models {name}` to create them")
-    try:
-        metrics = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); re-run the evaluation for {name}") from None
-    if not isinstance(metrics, dict):
-        raise ValueError(f"{path} does not hold a JSON object; re-run the evaluation for {name}")  # noqa: TRY004
-    return ModelEval(name=name, metrics=metrics_section(metrics), folder=path.parent, report=metrics)
+    """A model's committed test evaluation; ArtifactError (a ValueError) when it is missing or unreadable."""
+    folder = Path(root) / name
+    report = read_metrics(folder)
+    if section_of(report, TEST_SECTION) is None:
+        raise ArtifactError(f"model {name} has no test evaluation in {metrics_path(folder)}: run "
+                            f"`python -m evaluation.run --models {name}`")
+    return ModelEval(name=name, metrics=metrics_section(report), folder=metrics_path(folder).parent, report=report)
 
 
 def model_choices(root: str | Path, loaded: list[str] | None = None) -> list[str]:
@@ -82,7 +80,7 @@ def model_choices(root: str | Path, loaded: list[str] | None = None) -> list[str
 
 
 def has_eval(root: str | Path, name: str) -> bool:
-    return has_metrics(Path(root) / name)
+    return has_section(Path(root) / name)
 
 
 def default_model(root: str | Path, names: list[str]) -> str | None:
@@ -238,27 +236,39 @@ def training_curves(root: str | Path, names: list[str], metric: str) -> tuple[go
 
 # ---------------------------------------------------------------- leaderboard
 
-def read_leaderboard(root: str | Path) -> pd.DataFrame:
-    path = Path(root) / LEADERBOARD_FILE
-    if not path.is_file():
-        raise ValueError(f"no leaderboard yet ({path} is missing): `python -m evaluation.evaluate` writes it")
-    return pd.read_csv(path)
-
-
 def leaderboard_metrics(frame: pd.DataFrame) -> list[str]:
     """Numeric leaderboard columns a user may rank by, age MAE first."""
     numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c]) and frame[c].notna().any()]
     return sorted(numeric, key=lambda c: c != "mae")
 
 
-def leaderboard_display(frame: pd.DataFrame, max_chars: int = 28) -> pd.DataFrame:
-    """The leaderboard for a table: floats rounded, long texts (hashes, weight sources) shortened."""
-    shown = frame.round(3)
-    for column in shown.columns:
-        if shown[column].dtype == object:
-            shown[column] = [v if not isinstance(v, str) or len(v) <= max_chars else v[: max_chars - 1] + "…"
-                             for v in shown[column]]
-    return shown
+# Leaderboard columns the table shows, in order (provenance such as weight files and split hashes stays in the CSV).
+LEADERBOARD_SHOWN = ("name", "family", "params", "flops", "input_size", "mae", "cs5", "age_bin_macro_f1",
+                     "gender_accuracy", "ethnicity_accuracy", "ethnicity_macro_f1", "wild_detection_rate", "wild_mae",
+                     "wild_age_bin_macro_f1", "wild_gender_accuracy", "wild_ethnicity_accuracy", "latency_ms")
+
+
+def leaderboard_cell(column: str, value: Any) -> str:
+    """One leaderboard value as the table shows it: counts with thousands separators, FLOPs in millions, MAE and
+    latency to 2 decimals, rates as percentages."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return ""
+    if column == "params":
+        return f"{int(value):,}"
+    if column == "flops":
+        return f"{value / 1e6:,.1f} M"
+    if column in ("mae", "wild_mae", "latency_ms"):
+        return f"{value:.2f}"
+    if isinstance(value, float):
+        return f"{value:.1%}"
+    return str(value)
+
+
+def leaderboard_display(frame: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard for the page: LEADERBOARD_SHOWN columns with readable names (plots.metric_label) and values
+    (leaderboard_cell)."""
+    columns = [c for c in LEADERBOARD_SHOWN if c in frame.columns]
+    return pd.DataFrame({plots.metric_label(c): [leaderboard_cell(c, v) for v in frame[c]] for c in columns})
 
 
 def leaderboard_outputs(root: str | Path, metric: str | None) -> tuple[go.Figure | None, pd.DataFrame | None, str]:
