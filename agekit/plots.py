@@ -14,14 +14,17 @@ import pandas as pd
 import plotly.graph_objects as go
 
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
-FAMILY_COLOURS = {"scratch": "#1f77b4", "pretrained": "#ff7f0e", "multitask": "#2ca02c"}
+FAMILY_COLOURS = {"scratch": "#1f77b4", "pretrained": "#ff7f0e", "multitask": "#2ca02c", "consensus": "#9467bd"}
 METRIC_LABELS = {
     "mae": "age MAE (years)", "age_mae": "age MAE (years)", "cs5": "CS@5", "age_cs5": "CS@5",
     "age_median_ae": "age median AE (years)", "age_bin_macro_f1": "age-bin macro-F1",
     "age_bin_accuracy": "age-bin accuracy", "gender_accuracy": "gender accuracy",
     "gender_macro_f1": "gender macro-F1", "ethnicity_accuracy": "ethnicity accuracy",
     "ethnicity_macro_f1": "ethnicity macro-F1", "latency_ms": "CPU latency per face (ms)",
-    "params": "parameters", "flops": "FLOPs",
+    "params": "parameters", "flops": "FLOPs", "name": "model", "family": "family", "input_size": "input (px)",
+    "wild_detection_rate": "wild: faces detected", "wild_mae": "wild: age MAE (years)",
+    "wild_age_bin_macro_f1": "wild: age-bin macro-F1", "wild_gender_accuracy": "wild: gender accuracy",
+    "wild_ethnicity_accuracy": "wild: ethnicity accuracy",
     "val_age_mae": "validation age MAE (years)", "val_age_bin_f1": "validation age-bin macro-F1",
     "val_gender_acc": "validation gender accuracy", "val_ethnicity_acc": "validation ethnicity accuracy",
     "val_loss": "validation loss", "train_loss": "training loss", "images_per_s": "training images/s",
@@ -29,7 +32,8 @@ METRIC_LABELS = {
 LOWER_IS_BETTER = {"mae", "age_mae", "age_median_ae", "latency_ms", "params", "flops"}
 
 
-def _label(metric: str) -> str:
+def metric_label(metric: str) -> str:
+    """A metric's name for people ("age_mae" → "age MAE (years)")."""
     return METRIC_LABELS.get(metric, metric.replace("_", " "))
 
 
@@ -153,8 +157,8 @@ def fairness_figure(groups_by_model: Mapping[str, Sequence[Mapping[str, Any]]], 
                hovertemplate=f"{name}<br>%{{x}}: %{{y:.3f}} (%{{customdata}} faces)<extra></extra>")
         for name, rows in groups_by_model.items()
     ])
-    fig.update_layout(title=title or f"{_label(metric)} per group", barmode="group",
-                      yaxis={"title": _label(metric), "rangemode": "tozero"}, xaxis={"type": "category"})
+    fig.update_layout(title=title or f"{metric_label(metric)} per group", barmode="group",
+                      yaxis={"title": metric_label(metric), "rangemode": "tozero"}, xaxis={"type": "category"})
     return fig
 
 
@@ -163,15 +167,18 @@ def leaderboard_figure(leaderboard: pd.DataFrame, metric: str = "mae") -> go.Fig
     if metric not in leaderboard.columns:
         raise ValueError(f"leaderboard has no column {metric!r}; columns: {list(leaderboard.columns)}")
     rows = leaderboard.dropna(subset=[metric]).sort_values(metric, ascending=metric in LOWER_IS_BETTER)
-    colours = [FAMILY_COLOURS.get(str(f), "#7f7f7f") for f in rows.get("family", [""] * len(rows))]
-    fig = go.Figure(go.Bar(
-        x=rows[metric].tolist(), y=rows["name"].tolist(), orientation="h", marker_color=colours,
-        text=[f"{v:.3g}" for v in rows[metric]], textposition="auto",
-        customdata=rows.get("family", pd.Series([""] * len(rows))).tolist(),
-        hovertemplate="%{y} (%{customdata})<br>%{x}<extra></extra>",
-    ))
-    fig.update_layout(title=f"leaderboard: {_label(metric)}", xaxis={"title": _label(metric)},
-                      yaxis={"type": "category", "autorange": "reversed"})
+    families = rows["family"].astype(str) if "family" in rows else pd.Series([""] * len(rows), index=rows.index)
+    # one trace per family, so the legend says what the colours mean; the y order stays the ranking
+    fig = go.Figure([go.Bar(
+        name=family or "unknown family", x=rows.loc[families == family, metric].tolist(),
+        y=rows.loc[families == family, "name"].tolist(), orientation="h",
+        marker_color=FAMILY_COLOURS.get(family, "#7f7f7f"), text=[f"{v:.3g}" for v in rows.loc[families == family, metric]],
+        textposition="auto", hovertemplate=f"%{{y}} ({family})<br>%{{x}}<extra></extra>",
+    ) for family in dict.fromkeys(families)])
+    fig.update_layout(title=f"leaderboard: {metric_label(metric)}", xaxis={"title": metric_label(metric)},
+                      yaxis={"type": "category", "autorange": "reversed", "categoryorder": "array",
+                             "categoryarray": rows["name"].tolist()},
+                      legend={"title": {"text": "family"}}, barmode="overlay")
     return fig
 
 
@@ -203,6 +210,8 @@ def training_curves_figure(logs: Mapping[str, pd.DataFrame], metric: str = "val_
             hovertemplate=f"{name}: best epoch %{{x}}, %{{y:.4g}}<extra></extra>",
         ))
     fig = go.Figure(traces)
-    fig.update_layout(title=f"training curves: {_label(metric)}", xaxis={"title": "epoch", "dtick": 1},
-                      yaxis={"title": _label(metric)}, legend={"orientation": "h"})
+    # the legend under the "epoch" axis title, not over it
+    fig.update_layout(title=f"training curves: {metric_label(metric)}", xaxis={"title": "epoch", "dtick": 1},
+                      yaxis={"title": metric_label(metric)},
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.22}, margin={"b": 110})
     return fig

@@ -285,3 +285,9 @@ def _prepare(loaded: LoadedModel, channels_last: bool) -> None:
     got = {task: tuple(value.shape) for task, value in logits.items()}
     if got != expected:
         raise ValueError(f"the model's outputs {got} do not match its config.json tasks {expected}")
+
+
+if __name__ == "__main__":  # python -m agekit.predict PHOTOS... --out results.csv (agekit.batch)
+    from agekit.batch import main
+
+    main()

@@ -94,11 +94,14 @@ LEADERBOARD = pd.DataFrame({
 })
 
 
-def test_leaderboard_bars_sorted_best_first() -> None:
+def test_leaderboard_bars_sorted_best_first_one_legend_entry_per_family() -> None:
     fig = leaderboard_figure(LEADERBOARD, "mae")
-    assert list(fig.data[0].y) == ["b", "a"] and list(fig.data[0].x) == [4.5, 6.0]  # lower MAE first, NaN dropped
+    assert list(fig.layout.yaxis.categoryarray) == ["b", "a"]  # lower MAE first, NaN dropped
+    assert [(bar.name, list(bar.y), list(bar.x)) for bar in fig.data] == [("pretrained", ["b"], [4.5]),
+                                                                          ("scratch", ["a"], [6.0])]
+    assert fig.data[0].marker.color == "#ff7f0e" and fig.layout.legend.title.text == "family"
     fig = leaderboard_figure(LEADERBOARD, "gender_accuracy")
-    assert list(fig.data[0].y) == ["b", "c", "a"]  # higher accuracy first
+    assert list(fig.layout.yaxis.categoryarray) == ["b", "c", "a"]  # higher accuracy first
     with pytest.raises(ValueError, match="no column"):
         leaderboard_figure(LEADERBOARD, "bogus")
 

@@ -19,8 +19,11 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import shutil
+import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,10 @@ CACHE_BUDGET_BYTES = 256 * 1024**2  # files the app received or wrote, at most (
 CACHE_MIN_AGE_S = 60.0  # younger files are never deleted: a queued event may still read them
 CACHE_SWEEP_S = 10.0  # how often the cache is checked against the budget
 DELETE_CACHE = (600, 3600)  # Gradio's own clean-up: every 10 min, files older than 1 h; all at shutdown
+# Results files (CSV, JSON) are written here and copied by Gradio into its cache when the event returns; each
+# write removes the ones older than DOWNLOAD_TTL_S, so the folder holds only the last minute's.
+DOWNLOAD_DIR = Path(tempfile.gettempdir()) / f"agekit_downloads_{os.getpid()}"
+DOWNLOAD_TTL_S = 60.0
 # Gradio's queue loop checks for new events every 1 ms when it has nothing to start (`sleep_when_free`): on 2 vCPUs
 # those wake-ups, each taking the GIL, cost the 5-face photo event ~50 ms of CPU and ~25 ms of latency. Every 5 ms
 # is enough (the README's "End to end" has the before and after).
@@ -84,6 +91,23 @@ def poll_queue_every(demo: gr.Blocks, seconds: float) -> bool:
 
 
 # ---------------------------------------------------------------- disk
+
+def write_download(name: str, text: str) -> Path:
+    """Write a results file for the page to offer as a download: DOWNLOAD_DIR/<unique folder>/<name>."""
+    now = time.time()
+    if DOWNLOAD_DIR.is_dir():
+        for folder in DOWNLOAD_DIR.iterdir():
+            try:
+                if now - folder.stat().st_mtime > DOWNLOAD_TTL_S:
+                    shutil.rmtree(folder, ignore_errors=True)
+            except OSError:
+                continue  # removed by a concurrent write
+    folder = DOWNLOAD_DIR / uuid.uuid4().hex
+    folder.mkdir(parents=True)
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
 
 def app_files(demo: gr.Blocks) -> list[Path]:
     """Files Gradio recorded as received or written by this app (uploads, outputs), minus those it must keep
