@@ -1,4 +1,5 @@
-"""The app's named API endpoints ("predict", "explain"): plain JSON / image results for gradio_client."""
+"""The app's named API endpoints ("predict", "predict_batch", "explain"): JSON, CSV and image results for
+gradio_client."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
+from agekit.batch import analyse_batch, batch_inputs
 from agekit.explain import CAM_METHODS
 from agekit.faces import load_image
-from agekit.labels import ETHNICITY_NAMES, GENDER_NAMES
-from agekit.predict import Prediction
+from agekit.photo_results import csv_text, result_json
+from agekit.predict import crops_to_batch, predict_batch
+from agekit.ui import serving
 from agekit.ui.compare import (
     EXPLAIN_TASK_CHOICES,
     analyse_image,
@@ -23,38 +26,21 @@ from agekit.ui.context import AppContext
 from agekit.ui.guard import EXPECTED_ERRORS, log, user_message
 
 
-def prediction_json(pred: Prediction) -> dict[str, Any]:
-    """One model's prediction for one face as JSON-ready values (years, probabilities)."""
-    out: dict[str, Any] = {}
-    if pred.age is not None:
-        out["age"] = round(float(pred.age), 2)
-    if pred.age_bin_probs is not None:
-        out["age_bins"] = {n: round(float(p), 4) for n, p in zip(pred.age_bin_names, pred.age_bin_probs)}
-    if pred.gender_probs is not None:
-        out["gender"] = {n: round(float(p), 4) for n, p in zip(GENDER_NAMES, pred.gender_probs)}
-    if pred.ethnicity_probs is not None:
-        out["ethnicity"] = {n: round(float(p), 4) for n, p in zip(ETHNICITY_NAMES, pred.ethnicity_probs)}
-    return out
-
-
 def predict_json(ctx: AppContext, image: Any) -> dict[str, Any]:
-    """Detect faces and predict with every model.
-
-    Returns {"faces": [{"face": 1, "box": [x1, y1, x2, y2] (px of the uploaded photo), "score": float,
-    "predictions": {model: {"age": years, "age_bins": {...}, "gender": {...}, "ethnicity": {...}}}}],
-    "detected": n found, "models": [names], "model_failures": {name: reason}}.
-    """
+    """Detect faces and predict with every model: photo_results.result_json (faces left to right, box in px of the
+    uploaded photo, quality flags, every model's prediction with its decided age bin) plus "model_failures"."""
     analysis = analyse_image(ctx, image, annotate=False)
-    faces = []
-    for i, face in enumerate(analysis.faces):
-        faces.append({
-            "face": i + 1,
-            "box": [round(float(v) * analysis.pixel_scale, 1) for v in face.box],
-            "score": round(float(face.score), 4),
-            "predictions": {m: prediction_json(preds[i]) for m, preds in analysis.predictions.items()},
-        })
-    return {"faces": faces, "detected": analysis.detected, "models": ctx.model_names,
-            "model_failures": dict(ctx.zoo.failures)}
+    return {**result_json(analysis, ctx.model_names), "model_failures": dict(ctx.zoo.failures)}
+
+
+def predict_batch_csv(ctx: AppContext, files: list[Any] | None) -> str:
+    """Several photos (image files or zips, at most batch.MAX_BATCH_PHOTOS): the path of one CSV of every face ×
+    model (photo_results' columns; a photo that gave no result has a row with its error)."""
+    paths = [image_source(f) for f in files or []]
+    if any(isinstance(p, bytes) for p in paths):
+        raise ValueError("send the photos as files (gradio_client.handle_file), not as pixel data")
+    rows = analyse_batch(batch_inputs(paths), ctx.require_detector(), ctx.zoo, ctx.model_names)
+    return str(serving.write_download("agekit_batch.csv", csv_text(rows)))
 
 
 def explain_overlay(ctx: AppContext, image: Any, face: int, model: str, task: str, method: str) -> np.ndarray:
@@ -73,11 +59,17 @@ def explain_overlay(ctx: AppContext, image: Any, face: int, model: str, task: st
         raise ValueError(f"model {model} predicts {', '.join(tasks)}, not {task!r}: choose one of its tasks or all")
     if method not in CAM_METHODS:
         raise ValueError(f"unknown CAM method {method!r}; choose one of {list(CAM_METHODS)}")
+    if ctx.zoo.models[model].model is None:
+        raise ValueError(f"{model} has no network of its own (it averages other models), so no Grad-CAM; "
+                         "explain one of its members")
     faces = detect_faces(ctx, load_image(image_source(image)))
     if not 1 <= face <= len(faces):
         raise ValueError(f"face {face} does not exist: the image has faces 1..{len(faces)}")
+    # the class explained is the one "predict" decides, from the same full-size crop
+    decision = predict_batch(ctx.zoo.models[model], crops_to_batch([faces[face - 1].image]), model,
+                             ctx.zoo.channels_last, ctx.zoo.flip_average)[0]
     crop = shrink_crop(faces[face - 1].image, ctx.crop_side)
-    overlays = [overlay for overlay, _ in explain_crop(ctx, crop, task, method, models=[model])]
+    overlays = [overlay for overlay, _ in explain_crop(ctx, crop, task, method, {model: decision}, models=[model])]
     return np.concatenate(overlays, axis=1)
 
 
@@ -104,6 +96,13 @@ def predict_endpoint(ctx: AppContext, image: Any) -> dict[str, Any]:
         return predict_json(ctx, image)
     except Exception as exc:
         raise as_api_error("predict", exc) from exc
+
+
+def predict_batch_endpoint(ctx: AppContext, files: list[Any] | None) -> str:
+    try:
+        return predict_batch_csv(ctx, files)
+    except Exception as exc:
+        raise as_api_error("predict_batch", exc) from exc
 
 
 def explain_endpoint(ctx: AppContext, image: Any, face: float, model: str, task: str, method: str) -> np.ndarray:

@@ -1,31 +1,32 @@
-"""Compare tab: detect faces in one photo, show every model's age/gender/ethnicity side by side, Grad-CAM on demand."""
+"""Compare tab: detect faces in one photo; per face, a summary table of every model (agekit.ui.summary), every
+probability on demand, the results as CSV / JSON, and Grad-CAM on demand."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import json
+import re
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import gradio as gr
 import numpy as np
-import plotly.graph_objects as go
 import torch
-from gradio.components.plot import PlotData
 from PIL import Image
 
 from agekit.data.transforms import resize_uint8
 from agekit.explain import CAM_METHODS, CamResult, explain
-from agekit.faces import FaceCrop, decode_factor, draw_boxes, load_image, to_rgb
-from agekit.labels import ETHNICITY_NAMES, GENDER_NAMES, TASKS
+from agekit.faces import FaceCrop, draw_boxes, load_image, to_rgb
+from agekit.labels import TASKS
+from agekit.photo_results import PhotoResult, analyse_photo, csv_text, numbered_faces, result_json, result_rows
 from agekit.predict import Prediction
+from agekit.ui import serving
 from agekit.ui.context import AppContext
 from agekit.ui.guard import guarded
+from agekit.ui.summary import probabilities_html, summary_html
 
-MAX_FACES_SHOWN = 8  # more boxes than this make the side-by-side panels unreadable
 EXPLAIN_TASK_CHOICES = (*TASKS, "all")
 # The annotated photo goes to the page (shown 360 px high) at most this long a side, as JPEG: a 1920x1280 PNG
 # took longer to encode than detection plus every model (bench.e2e).
@@ -33,19 +34,14 @@ ANNOTATED_MAX_SIDE = 1024
 # Models "disagree strongly" on a face when their expected ages span more than this (years) or their most
 # likely genders differ: the page says so in one line.
 AGE_SPREAD_YEARS = 15.0
-PLOT_TOOLBAR_PX = 32  # top margin of the charts: plotly's toolbar (top right, ~25 px) sits there, not on the bars
+HINT = "Upload a photo, take one with the webcam, or click an example: every model's estimate of each face appears below."
 
 
 @dataclass
-class FaceAnalysis:
-    """Faces found in one uploaded image and every model's predictions for them (kept in gr.State)."""
+class FaceAnalysis(PhotoResult):
+    """A PhotoResult plus the annotated photo the page shows (kept in gr.State without it)."""
 
-    annotated: Image.Image | None  # the photo with numbered boxes, at most ANNOTATED_MAX_SIDE px (None in gr.State)
-    faces: list[FaceCrop]  # at most MAX_FACES_SHOWN (the largest), left to right (the numbers drawn on the boxes)
-    predictions: dict[str, list[Prediction]]  # model name -> one Prediction per face
-    detected: int = 0  # faces the detector found before capping
-    notes: list[str] = field(default_factory=list)
-    pixel_scale: float = 1.0  # photo px per px of the boxes: big JPEGs are decoded reduced (faces.decode_factor)
+    annotated: Image.Image | None = None  # the photo with numbered boxes, at most ANNOTATED_MAX_SIDE px
 
     def face_labels(self) -> list[str]:
         return [f"Face {i + 1}" for i in range(len(self.faces))]
@@ -58,10 +54,8 @@ class FaceAnalysis:
 
     def summary(self) -> str:
         if self.detected > len(self.faces):
-            text = f"Found {self.detected} faces: showing {len(self.faces)} of {self.detected} (the largest)."
-        else:
-            text = f"Found {len(self.faces)} face{'s' if len(self.faces) != 1 else ''}."
-        return " ".join([text, *self.notes])
+            return f"Found {self.detected} faces: showing {len(self.faces)} of {self.detected} (the largest)."
+        return f"Found {len(self.faces)} face{'s' if len(self.faces) != 1 else ''}."
 
 
 # ---------------------------------------------------------------- image input
@@ -91,28 +85,22 @@ def image_source(value: Any) -> str | bytes:
 # ---------------------------------------------------------------- detection + prediction
 
 def detect_faces(ctx: AppContext, image: Image.Image) -> list[FaceCrop]:
-    """The faces the app numbers: the MAX_FACES_SHOWN largest, numbered left to right by box centre (the page,
-    "predict" and "explain" alike).
-
-    An image in which no face is detected but that looks like a face crop already (square-ish, small,
-    e.g. a UTKFace image) is used whole.
-    """
-    largest = ctx.require_detector().detect(image, assume_cropped=True)[:MAX_FACES_SHOWN]
-    return sorted(largest, key=lambda face: (face.box[0] + face.box[2]) / 2)
+    """The faces the app numbers (photo_results.numbered_faces): the page, "predict" and "explain" alike."""
+    return numbered_faces(ctx.require_detector(), image)
 
 
 def analyse_image(ctx: AppContext, value: Any, annotate: bool = True) -> FaceAnalysis:
-    """Load the image, detect faces (`detect_faces`) and predict with every model; `annotate`: also draw the
-    numbered boxes on a preview of the photo (the page shows it, the JSON API does not need it)."""
+    """Load the image, detect, flag and predict (photo_results.analyse_photo); `annotate`: also draw the numbered
+    boxes on a preview of the photo (the page shows it, the JSON API does not need it)."""
     image = load_image(image_source(value))
-    faces = detect_faces(ctx, image)
-    notes = []
-    if len(faces) == 1 and faces[0].box == (0.0, 0.0, float(image.width), float(image.height)):
-        notes.append("No face detected; the image looks like a face crop, so all of it is used as one face.")
-    predictions = ctx.zoo.predict([f.image for f in faces]) if ctx.zoo.models else {}
-    return FaceAnalysis(annotated=annotated_preview(image, faces) if annotate else None, faces=faces,
-                        predictions=predictions, detected=max(f.faces_found for f in faces), notes=notes,
-                        pixel_scale=decode_factor(image))
+    result = analyse_photo(image, ctx.require_detector(), ctx.zoo, source=source_name(value))
+    return FaceAnalysis(**vars(result), annotated=annotated_preview(image, result.faces) if annotate else None)
+
+
+def source_name(value: Any) -> str:
+    """The uploaded file's name for tables and files ("photo" when the browser sent the pixels themselves)."""
+    path = value if isinstance(value, str) else (value or {}).get("path") if isinstance(value, dict) else None
+    return str(path).replace("\\", "/").rsplit("/", 1)[-1] if path else "photo"
 
 
 def annotated_preview(image: Image.Image, faces: list[FaceCrop], max_side: int = ANNOTATED_MAX_SIDE) -> Image.Image:
@@ -139,72 +127,7 @@ def shrink_crop(crop: Image.Image, side: int) -> Image.Image:
     return Image.fromarray(resize_uint8(pixels, side)[0].permute(1, 2, 0).numpy())
 
 
-# ---------------------------------------------------------------- per-model panels
-
-# Zooming and panning seven bars helps nobody, and with all its buttons plotly's toolbar wraps to two rows in a
-# ~150 px wide column, covering the top of the chart (seen in the app's screenshot): keep the download button.
-MODEBAR_REMOVE = ["zoom", "pan", "select", "lasso", "zoomIn", "zoomOut", "autoScale", "resetScale",
-                  "hoverClosestCartesian", "hoverCompareCartesian", "toggleSpikelines"]
-AGE_BIN_LAYOUT = {"height": 220 + PLOT_TOOLBAR_PX, "margin": {"l": 10, "r": 10, "t": PLOT_TOOLBAR_PX, "b": 10},
-                  "yaxis": {"range": [0, 1], "tickformat": ".0%", "title": {"text": "probability"}},
-                  "xaxis": {"type": "category", "title": {"text": "age bin (years)"}},
-                  "modebar": {"remove": MODEBAR_REMOVE}}
-
-
-def age_bin_bars(pred: Prediction) -> dict[str, Any]:
-    """The bar trace of the age-bin chart: bins in age order, the most likely one highlighted."""
-    probs = np.asarray(pred.age_bin_probs, dtype=float)
-    top = int(probs.argmax())
-    return {"type": "bar", "x": list(pred.age_bin_names), "y": probs.tolist(),
-            "marker": {"color": ["#f97316" if i == top else "#94a3b8" for i in range(len(probs))]},
-            "hovertemplate": "age %{x}: %{y:.1%}<extra></extra>"}
-
-
-@functools.cache
-def _age_bin_layout_json() -> str:
-    """AGE_BIN_LAYOUT with plotly's template filled in, as JSON: most of a chart's bytes, and of its build time."""
-    return json.dumps(json.loads(go.Figure(layout=AGE_BIN_LAYOUT).to_json())["layout"])
-
-
-def age_bin_plot(pred: Prediction | None) -> PlotData | None:
-    """Bar chart of the age-bin probabilities (age_bin_bars in AGE_BIN_LAYOUT, plotly's default template) as
-    gr.Plot's payload: the JSON of that plotly figure, built without plotly's validation (the layout is serialised
-    once): six panels' go.Figure charts took 20 ms of each photo, most of it validating the same layout."""
-    if pred is None or pred.age_bin_probs is None:
-        return None
-    return PlotData(type="plotly", plot=f'{{"data":[{json.dumps(age_bin_bars(pred))}],"layout":{_age_bin_layout_json()}}}')
-
-
-def class_probabilities(names: tuple[str, ...], probs: np.ndarray | None) -> dict[str, float] | None:
-    """{class name: probability} for a gr.Label, or None when the model lacks the task."""
-    if probs is None:
-        return None
-    return {name: float(p) for name, p in zip(names, np.asarray(probs, dtype=float))}
-
-
-def prediction_summary(title: str, pred: Prediction | None) -> str:
-    """Markdown headline of one model's panel: its title and, for age models, the expected age."""
-    lines = [f"#### {title}"]
-    if pred is not None and pred.age is not None:
-        line = f"**age ≈ {pred.age:.1f} years** (expected value)"
-        if pred.age_bin_probs is not None:
-            k = int(np.argmax(pred.age_bin_probs))
-            line += f" · most likely bin {pred.age_bin_names[k]} ({float(pred.age_bin_probs[k]):.0%})"
-        lines.append(line)
-    return "\n\n".join(lines)
-
-
-def model_panel_values(title: str, tasks: tuple[str, ...], pred: Prediction | None) -> list[Any]:
-    """Values of one model's panel: summary markdown, then age-bin bar / gender / ethnicity for the tasks it has."""
-    values: list[Any] = [prediction_summary(title, pred)]
-    if "age" in tasks:
-        values.append(age_bin_plot(pred))
-    if "gender" in tasks:
-        values.append(class_probabilities(GENDER_NAMES, None if pred is None else pred.gender_probs))
-    if "ethnicity" in tasks:
-        values.append(class_probabilities(ETHNICITY_NAMES, None if pred is None else pred.ethnicity_probs))
-    return values
-
+# ---------------------------------------------------------------- one face's results
 
 def disagreement_note(predictions: list[Prediction], face_number: int) -> str:
     """One line when the models disagree strongly on a face (expected ages spread over more than AGE_SPREAD_YEARS,
@@ -221,16 +144,47 @@ def disagreement_note(predictions: list[Prediction], face_number: int) -> str:
     return f"⚠️ The models disagree strongly on face {face_number}: {' and '.join(problems)}; trust none of them here."
 
 
-def panels_for_face(ctx: AppContext, analysis: FaceAnalysis | None, face_index: int | None) -> list[Any]:
-    """Panel values for every model (in ctx.model_names order) for face `face_index` (0-based)."""
-    values: list[Any] = []
-    for model in ctx.model_names:
-        pred = None
-        if analysis is not None and face_index is not None and model in analysis.predictions:
-            per_face = analysis.predictions[model]
-            pred = per_face[face_index] if 0 <= face_index < len(per_face) else None
-        values += model_panel_values(ctx.model_title(model), ctx.zoo.models[model].card.tasks, pred)
-    return values
+def face_index(analysis: FaceAnalysis | None, face: str | None) -> int | None:
+    """The 0-based index of the selected face ("Face 2" → 1; the first face when the selection is unusable);
+    None without faces."""
+    if analysis is None or not analysis.faces:
+        return None
+    number = face_number(face)
+    return number - 1 if number is not None and 1 <= number <= len(analysis.faces) else 0
+
+
+def face_number(face: str | None) -> int | None:
+    """The number in a face selector value ("Face 2" → 2); None when there is none."""
+    words = str(face or "").split()
+    return int(words[-1]) if words and words[-1].isdigit() and len(words[-1]) <= 3 else None
+
+
+def face_predictions(ctx: AppContext, analysis: FaceAnalysis, index: int) -> dict[str, Prediction]:
+    """{model: its prediction for face `index`} in ctx.model_names order (★ first, then the consensus)."""
+    return {name: analysis.predictions[name][index] for name in ctx.model_names
+            if name in analysis.predictions and 0 <= index < len(analysis.predictions[name])}
+
+
+def face_views(ctx: AppContext, analysis: FaceAnalysis | None, face: str | None) -> tuple[str, str]:
+    """(summary table, every probability) of the selected face as HTML; ("", "") without a face."""
+    index = face_index(analysis, face)
+    if index is None:
+        return "", ""
+    preds = face_predictions(ctx, analysis, index)
+    rows = [(ctx.model_title(name), ctx.zoo.models[name].card.family, preds.get(name)) for name in ctx.model_names]
+    headline = ctx.model_title(ctx.headline_model) if ctx.headline_model else None
+    flags = analysis.flags[index] if analysis.flags else []
+    note = disagreement_note(list(preds.values()), index + 1)
+    return (summary_html(index + 1, rows, headline, flags, note, analysis.source),
+            probabilities_html([(title, pred) for title, _, pred in rows]))
+
+
+def result_files(ctx: AppContext, analysis: FaceAnalysis) -> tuple[str, str]:
+    """The photo's results as a CSV and a JSON file (every face × model; photo_results' formats): their paths."""
+    stem = re.sub(r"[^\w.-]", "_", analysis.source.rsplit(".", 1)[0])[:60] or "photo"
+    table = serving.write_download(f"agekit_{stem}.csv", csv_text(result_rows(analysis, ctx.model_names)))
+    data = serving.write_download(f"agekit_{stem}.json", json.dumps(result_json(analysis, ctx.model_names), indent=1))
+    return str(table), str(data)
 
 
 # ---------------------------------------------------------------- Grad-CAM
@@ -246,9 +200,24 @@ def cam_caption(model: str, task: str, result: CamResult) -> str:
     return f"{model} · {task}: {what}"
 
 
-def explain_crop(ctx: AppContext, crop: Image.Image, task: str, method: str,
+def decided_class(pred: Prediction, task: str) -> tuple[int, float]:
+    """(class index, probability) a prediction decided for `task`: the most likely age bin of the model's bin-aware
+    decision, gender or ethnicity; what the summary shows, so Grad-CAM explains that very class."""
+    probs = {"age": pred.age_bin_probs, "gender": pred.gender_probs, "ethnicity": pred.ethnicity_probs}[task]
+    k = int(np.argmax(probs))
+    return k, float(probs[k])
+
+
+def without_network(ctx: AppContext) -> list[str]:
+    """Loaded models that have no network of their own (a consensus), so no Grad-CAM."""
+    return [name for name in ctx.model_names if ctx.zoo.models[name].model is None]
+
+
+def explain_crop(ctx: AppContext, crop: Image.Image, task: str, method: str, decisions: dict[str, Prediction],
                  models: list[str] | None = None) -> list[tuple[np.ndarray, str]]:
-    """Grad-CAM overlays of one face crop for every model × task ("all" = every task the model has)."""
+    """Grad-CAM overlays of one face crop for every model × task ("all" = every task the model has), each of the
+    class that model's prediction in `decisions` chose (the caption gives that prediction's probability). Models
+    without a network of their own (a consensus) have no Grad-CAM and are left out."""
     if method not in CAM_METHODS:
         raise ValueError(f"unknown CAM method {method!r}; choose one of {sorted(CAM_METHODS)}")
     if task not in EXPLAIN_TASK_CHOICES:
@@ -256,56 +225,58 @@ def explain_crop(ctx: AppContext, crop: Image.Image, task: str, method: str,
     gallery: list[tuple[np.ndarray, str]] = []
     for name in models or ctx.model_names:
         loaded = ctx.zoo.models[name]
+        if loaded.model is None:
+            continue
         for t in (loaded.card.tasks if task == "all" else (task,)):
             if t not in loaded.card.tasks:
                 continue
-            result = explain(loaded, crop, t, method=method)
-            gallery.append((result.overlay, cam_caption(name, t, result)))
+            index, probability = decided_class(decisions[name], t)
+            result = explain(loaded, crop, t, method=method, target_class=index)
+            gallery.append((result.overlay, cam_caption(name, t, replace(result, probability=probability))))
     if not gallery:
-        raise ValueError(f"no loaded model predicts {task}; choose another task")
+        raise ValueError(f"no loaded model with a network predicts {task}; choose another task")
     return gallery
+
+
+def caption_list(gallery: list[tuple[np.ndarray, str]]) -> str:
+    """The overlays' captions as a numbered Markdown list (thumbnails cut long captions short)."""
+    return "\n".join(f"{i}. {caption}" for i, (_, caption) in enumerate(gallery, start=1))
 
 
 # ---------------------------------------------------------------- callbacks (wired in agekit.ui.blocks)
 
 def _analysis_failed(status: str) -> tuple[Any, ...]:
-    return (None, gr.update(choices=[], value=None, visible=False), None, status)
+    return cleared_outputs(status)
+
+
+def cleared_outputs(status: str) -> tuple[Any, ...]:
+    """on_photo's outputs with no result: only the status (the hint, or what went wrong) stays."""
+    hidden = gr.update(value=None, visible=False)
+    return (hidden, gr.update(choices=[], value=None, visible=False), None, status, gr.update(visible=False),
+            "", "", None, None, [], "")
 
 
 @guarded(_analysis_failed)
-def on_image(ctx: AppContext, value: Any) -> tuple[Any, ...]:
-    """Image changed → (annotated image, face selector update, FaceAnalysis state, status)."""
+def on_photo(ctx: AppContext, value: Any) -> tuple[Any, ...]:
+    """Photo changed → (annotated photo, face selector, FaceAnalysis state, status, results visibility, summary
+    table, every probability, CSV file, JSON file, Grad-CAM gallery, Grad-CAM status): one event, one round trip.
+    Grad-CAM of the previous photo is cleared."""
     if value is None:
-        return (None, gr.update(choices=[], value=None, visible=False), None, "")
+        return cleared_outputs(HINT)
     analysis = analyse_image(ctx, value)
     labels = analysis.face_labels()
-    return (analysis.annotated, gr.update(choices=labels, value=labels[0], visible=len(labels) > 1),
-            analysis.for_state(ctx.crop_side), analysis.summary())
+    summary, details = face_views(ctx, analysis, labels[0])
+    table, data = result_files(ctx, analysis)
+    return (gr.update(value=analysis.annotated, visible=True),
+            gr.update(choices=labels, value=labels[0], visible=len(labels) > 1),
+            analysis.for_state(ctx.crop_side), analysis.summary(), gr.update(visible=True), summary, details,
+            table, data, [], "")
 
 
-def on_photo(ctx: AppContext, value: Any) -> tuple[Any, ...]:
-    """Photo changed → on_image's 4 outputs, then on_face's for the first face: one event, one round trip."""
-    annotated, face_update, state, status = on_image(ctx, value)
-    return (annotated, face_update, state, status, *on_face(ctx, state, face_update.get("value")))
-
-
-def face_number(face: str | None) -> int | None:
-    """The number in a face selector value ("Face 2" → 2); None when there is none."""
-    words = str(face or "").split()
-    return int(words[-1]) if words and words[-1].isdigit() and len(words[-1]) <= 3 else None
-
-
-def on_face(ctx: AppContext, analysis: FaceAnalysis | None, face: str | None) -> list[Any]:
-    """Face selector (or analysis) changed → [disagreement line, every model panel's values]."""
-    index = None
-    if analysis is not None and analysis.faces:
-        number = face_number(face)
-        index = number - 1 if number is not None and 1 <= number <= len(analysis.faces) else 0
-    note = ""
-    if analysis is not None and index is not None:
-        per_model = [preds[index] for preds in analysis.predictions.values() if 0 <= index < len(preds)]
-        note = disagreement_note(per_model, index + 1)
-    return [note, *panels_for_face(ctx, analysis, index)]
+def on_face(ctx: AppContext, analysis: FaceAnalysis | None, face: str | None) -> tuple[Any, ...]:
+    """Face selected → (summary table, every probability, Grad-CAM gallery, Grad-CAM status); the previous face's
+    Grad-CAM is cleared."""
+    return (*face_views(ctx, analysis, face), [], "")
 
 
 def _explain_failed(status: str) -> tuple[Any, ...]:
@@ -322,10 +293,8 @@ def on_explain(ctx: AppContext, analysis: FaceAnalysis | None, face: str | None,
     if not 1 <= number <= len(analysis.faces):
         raise ValueError(f"face {number} does not exist: the photo has faces 1..{len(analysis.faces)}")
     index = number - 1
-    gallery = explain_crop(ctx, analysis.faces[index].image, task, method)
-    return (gallery, f"Grad-CAM ({method}) of face {index + 1}:\n\n{caption_list(gallery)}")
-
-
-def caption_list(gallery: list[tuple[np.ndarray, str]]) -> str:
-    """The overlays' captions as a numbered Markdown list (thumbnails cut long captions short)."""
-    return "\n".join(f"{i}. {caption}" for i, (_, caption) in enumerate(gallery, start=1))
+    gallery = explain_crop(ctx, analysis.faces[index].image, task, method, face_predictions(ctx, analysis, index))
+    status = f"Grad-CAM ({method}) of face {index + 1}:\n\n{caption_list(gallery)}"
+    if skipped := without_network(ctx):
+        status += f"\n\n{', '.join(skipped)}: no network of its own (it averages other models), so no Grad-CAM."
+    return (gallery, status)
