@@ -7,7 +7,7 @@ Per shipped model: latency per face at batch 1 and throughput at batch 32 (`agek
 code the app runs). Face detection (`FaceDetector.detect`) on a 640x427 and a 1920x1280 photo composed from
 examples/. End to end, the app's "predict" endpoint function (`agekit.ui.api.predict_json`: load, detect, every
 model) and the same plus Grad-CAM of every model and task (the Compare tab's "explain: all"). App cold start
-(`python app.py` until its port answers) and, with --data, `python -m evaluation.evaluate` on the test split
+(`python app.py` until its port answers) and, with --data, `python -m evaluation.run --steps test` on the test split
 (run on a temporary copy of the checkpoints so the committed eval/ folders are not rewritten).
 Every row is the median and p90 of N runs after one warm-up run; torch uses --threads threads (a Space has 2).
 OMP_WAIT_POLICY is taken from the environment (and passed on to the app subprocesses): with torch's default
@@ -185,10 +185,11 @@ def startup_phases(checkpoints: Path) -> dict[str, float]:
 
 
 def evaluation_rows(checkpoints: Path, data: str, threads: int) -> list[BenchRow]:
-    """Wall time of `python -m evaluation.evaluate` over every model, on a temporary copy of the checkpoints."""
+    """Wall time of the clean test step (`python -m evaluation.run --steps test`) over every model, on a temporary
+    copy of the checkpoints."""
     with tempfile.TemporaryDirectory(prefix="agekit_eval_bench_") as tmp:
         copied = copy_checkpoints(checkpoints, Path(tmp))
-        command = [sys.executable, "-m", "evaluation.evaluate", "--checkpoints", tmp, "--data", data,
+        command = [sys.executable, "-m", "evaluation.run", "--steps", "test", "--checkpoints", tmp, "--data", data,
                    "--threads", str(threads)]
         start = time.perf_counter()
         run = subprocess.run(command, check=False, cwd=REPO_ROOT, capture_output=True, text=True, timeout=3600)
@@ -197,7 +198,7 @@ def evaluation_rows(checkpoints: Path, data: str, threads: int) -> list[BenchRow
             raise SystemExit(f"evaluation failed ({' '.join(command)}):\n{run.stdout[-2000:]}\n{run.stderr[-3000:]}")
         print(run.stdout.strip()[-3000:])
     return [BenchRow("evaluate every model on the test split", f"{copied} models", seconds * 1000, seconds * 1000,
-                     1, seconds * 1000, GOAL_EVALUATE_MS, note="python -m evaluation.evaluate, 1 run")]
+                     1, seconds * 1000, GOAL_EVALUATE_MS, note="python -m evaluation.run --steps test, 1 run")]
 
 
 def copy_checkpoints(source: Path, target: Path) -> int:

@@ -1,4 +1,4 @@
-"""agekit.contact_sheet: captioned image grids, checked pixel by pixel."""
+"""tools.contact_sheet (the walkthrough notebook's figure helper): captioned image grids, checked pixel by pixel."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agekit.contact_sheet import LINE_PX, PAD_PX, contact_sheet
+from tools.contact_sheet import LINE_PX, PAD_PX, contact_sheet
 
 
 def solid(rgb: tuple[int, int, int], size: int = 50) -> np.ndarray:

@@ -7,13 +7,13 @@ mtcnn_onet and inception_resnet_v1 (facenet-pytorch), timm/<name> (any timm back
 
 from agekit.models import dlib_resnet, mobilenet, pretrained, scratch  # noqa: F401  (imports register the builders)
 from agekit.models.face_model import FaceModel
+from agekit.models.factory import create_model
 from agekit.models.heads import TaskHead, age_probabilities, expected_age
 from agekit.models.registry import (
     Backbone,
     PretrainedWeightsError,
     UnknownArchitecture,
     build_backbone,
-    create_model,
     list_architectures,
     register_backbone,
 )

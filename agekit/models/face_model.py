@@ -77,10 +77,3 @@ class FaceModel(nn.Module):
         """Freeze (False) or unfreeze (True) every backbone parameter; heads stay trainable."""
         for param in self.backbone_parameters():
             param.requires_grad_(trainable)
-
-    def state_groups(self) -> dict[str, tuple[str, ...]]:
-        """State-dict key prefixes of independently trained parts: {'all': ('',)} when shared, else one
-        group per task, so early stopping can keep each bundle member's best epoch."""
-        if self.shared_backbone:
-            return {"all": ("",)}
-        return {task: (f"backbones.{task}.", f"heads.{task}.") for task in self.tasks}

@@ -1,6 +1,6 @@
 """Face CNNs trained from scratch: `facecnn` (ours, small and fast) and `agecnn` (a published UTKFace baseline).
 
-Training speed (forward + backward + step, batch 128, images/s; `python -m agekit.models.speed ARCH --size 64`)
+Training speed (forward + backward + step, batch 128, images/s; `python -m bench.train_speed ARCH --size 64`)
 on this project's 2-core CPU machine, 1 thread while other jobs shared the cores (a free 2-core machine with
 2 threads is roughly 2x faster):
   facecnn  widths (16, 32, 64, 128), 64x64 RGB:   0.30 M params, ~140 images/s (bundle of 3: ~47)

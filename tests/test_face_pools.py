@@ -1,4 +1,4 @@
-"""agekit.mtcnn_pools: the strided-view max pooling equals nn.MaxPool2d exactly, and MTCNN with it finds the same
+"""agekit.faces.pools: the strided-view max pooling equals nn.MaxPool2d exactly, and MTCNN with it finds the same
 faces, bit for bit."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from agekit.mtcnn_pools import StridedMaxPool2d, replace_max_pools
+from agekit.faces.pools import StridedMaxPool2d, replace_max_pools
 
 
 @pytest.mark.parametrize("kernel,stride", [(2, 2), (3, 2), (3, 3), (2, 1)])

@@ -5,7 +5,7 @@ across a row: it was 30 % of the app's face detection time on a 1920x1280 photo 
 pools per photo in P-Net's pyramid and R-/O-Net's batches). The element-wise maximum of the k x k strided views of
 the input is the same result, bit for bit (max is exact), and vectorised: `replace_max_pools(mtcnn)` swaps it into
 the three nets. Detection on that photo: 136 → 109 ms on the idle machine, identical boxes, scores and landmarks
-(tests/test_mtcnn_pools.py).
+(tests/test_face_pools.py).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Measure training throughput (forward + backward + optimizer step, images/s) of an architecture.
 
-    python -m agekit.models.speed facecnn --size 64 --batch 128 [--bundle] [--in-chans 1] [--threads 2]
+    python -m bench.train_speed facecnn --size 64 --batch 128 [--bundle] [--in-chans 1] [--threads 2]
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from agekit.models.registry import create_model
+from agekit.models import create_model
 
 
 def train_images_per_second(architecture: str, size: int, batch: int = 128, shared_backbone: bool = True,
