@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from agekit.faces import FaceDetector
 from bench.big_photos import phone_jpeg
 from bench.gradio_wire import app_events, event_index, event_inputs
 from bench.load_test import (
@@ -256,3 +257,9 @@ def test_wire_client_calls_every_event_with_the_photo_in_image_inputs() -> None:
 def test_group_photo_has_five_faces_at_full_size() -> None:
     photo = group_photo()
     assert photo.size == LARGE_SIZE and photo.mode == "RGB"
+    boxes, _, _ = FaceDetector().find_faces(photo)
+    assert len(boxes) == 5  # the four of the multi-face example and the pasted corner face
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    width, height = LARGE_SIZE
+    corner = (centres[:, 0] > width - 270) & (centres[:, 0] < width - 50) & (centres[:, 1] > height - 240)
+    assert corner.sum() == 1 and (boxes[:, 2] - boxes[:, 0]).min() >= 80  # every face big enough to read
