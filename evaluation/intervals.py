@@ -1,0 +1,203 @@
+"""Fit every model's 80 % age interval on val, store it in config.json, and evaluate it on the test faces.
+
+    python -m evaluation.intervals [--checkpoints checkpoints] [--names A B ...] [--sources utkface ...]
+
+Per model (a consensus too): the val face sets (UTKFace clean and rendered as photos, plus every other source a
+builder in `evaluation.model_outputs.FACE_SET_BUILDERS` adds, e.g. AAF) are pooled to calibrate both interval
+methods, and the one val prefers (`agekit.intervals.choose_interval`) goes into config.json "age_interval" with
+its val coverage and width. Then the test face sets: eval/predictions.csv and predictions_wild.csv get age_lo,
+age_hi, and metrics.json's test and wild sections get their metrics recomputed from those tables (which adds
+metrics["interval"]: coverage and mean width overall, by true age bin and by ethnicity). Only val faces are read
+before config.json is written; the test faces are read after, to report.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as in evaluation.evaluate; before torch loads
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from agekit.artifacts import (
+    TEST_SECTION,
+    WILD_SECTION,
+    read_metrics,
+    read_predictions,
+    section_of,
+    write_predictions,
+    write_section,
+)
+from agekit.card import ModelCard
+from agekit.checkpoint import list_checkpoints
+from agekit.consensus import ConsensusSpec, is_consensus
+from agekit.intervals import CalibrationSource, IntervalChoice, choose_interval, coverage_summary
+from agekit.metrics import compute_metrics, predictions_frame
+from evaluation.model_outputs import CLEAN, RENDERED, FaceSetOutputs, build_face_sets, collect_outputs, member_outputs
+
+SECTION_OF_SOURCE = {CLEAN: TEST_SECTION, RENDERED: WILD_SECTION}  # test face set → metrics.json section
+STALE_TOLERANCE = 1e-6  # years: recomputed expected ages must match the committed predictions tables
+
+
+def calibration_sources(card: ModelCard, val_sets: Sequence[FaceSetOutputs]) -> list[CalibrationSource]:
+    """One calibration source per non-empty val face set: true ages and the model's age distributions."""
+    return [CalibrationSource.from_probabilities(s.source, s.split, s.truth["age"], member_outputs(card, s.probs)["age"])
+            for s in val_sets if s.files]
+
+
+def interval_config(choice: IntervalChoice) -> dict[str, Any]:
+    """config.json's "age_interval": the chosen rule plus both candidates' pooled val coverage and mean width."""
+    return {**choice.chosen.to_dict(), "val_candidates": choice.val}
+
+
+def fit_model_interval(folder: Path, val_sets: Sequence[FaceSetOutputs]) -> IntervalChoice:
+    """Choose and store (config.json, through ModelCard) one model's interval from val face sets only."""
+    card = ModelCard.load(folder)
+    choice = choose_interval(calibration_sources(card, val_sets))
+    card.age_interval = interval_config(choice)
+    card.save(folder)
+    return choice
+
+
+def face_set_coverage(card: ModelCard, face_sets: Sequence[FaceSetOutputs]) -> dict[str, dict[str, Any]]:
+    """Coverage and mean width (years) of the card's interval on each non-empty face set, by source name."""
+    rule = card.interval()
+    result = {}
+    for face_set in face_sets:
+        if face_set.files:
+            lo, hi = rule.bounds(member_outputs(card, face_set.probs)["age"])
+            result[face_set.source] = coverage_summary(face_set.truth["age"], lo, hi)
+    return result
+
+
+def test_tables(card: ModelCard, test_sets: Sequence[FaceSetOutputs]) -> dict[str, pd.DataFrame]:
+    """metrics.json section → predictions table (with age_lo, age_hi) of the test face sets that have one."""
+    return {SECTION_OF_SOURCE[s.source]: predictions_frame(s.files, s.truth, member_outputs(card, s.probs),
+                                                           card.age_bin_scheme(), card.interval())
+            for s in test_sets if s.source in SECTION_OF_SOURCE and s.files}
+
+
+def check_not_stale(committed: pd.DataFrame, frame: pd.DataFrame, where: str) -> None:
+    """The recomputed table must be the committed one (same faces, same expected ages) plus the interval."""
+    mine = frame.set_index("file")["pred_age"]
+    theirs = committed.set_index("file")["pred_age"]
+    if set(mine.index) != set(theirs.index) or (mine - theirs.loc[mine.index]).abs().max() > STALE_TOLERANCE:
+        raise ValueError(f"{where} does not hold this model's current predictions: re-run "
+                         "`python -m evaluation.run` for it before fitting intervals")
+
+
+def write_test_intervals(root: Path, card: ModelCard, test_sets: Sequence[FaceSetOutputs]) -> dict[str, Any]:
+    """Rewrite the test prediction tables with age_lo/age_hi and their sections' metrics; returns the coverage."""
+    folder = Path(root) / card.name
+    report = read_metrics(folder)
+    coverage = {}
+    for section_name, frame in test_tables(card, test_sets).items():
+        section = section_of(report, section_name)
+        if section is None:
+            print(f"  {card.name}: no {section_name} section yet, its interval coverage is not stored")
+            continue
+        check_not_stale(read_predictions(root, card.name, section_name), frame, f"{card.name} {section_name}")
+        section["metrics"] = compute_metrics(frame, card.age_bin_scheme())
+        write_predictions(root, card.name, frame, section_name)
+        write_section(folder, section_name, section)
+        interval = section["metrics"]["interval"]
+        coverage[section_name] = {key: interval[key] for key in ("n", "coverage", "mean_width")}
+    return coverage
+
+
+def zoo_members(root: Path, names: Sequence[str] | None) -> tuple[list[ModelCard], list[str]]:
+    """The named zoo members' cards (default: every network and consensus under root) and the networks they need."""
+    folders = {p.name: p for p in list_checkpoints(root)}
+    folders.update({p.name: p for p in sorted(Path(root).iterdir())
+                    if (p / "config.json").is_file() and is_consensus(ModelCard.load(p))})
+    unknown = [n for n in names or [] if n not in folders]
+    if unknown:
+        raise ValueError(f"no checkpoint named {unknown} under {root}; available: {sorted(folders)}")
+    cards = [ModelCard.load(folders[n]) for n in (names or sorted(folders))]
+    networks = []
+    for card in cards:
+        for name in ConsensusSpec.from_card(card).members if is_consensus(card) else (card.name,):
+            if name not in networks:
+                networks.append(name)
+    return cards, networks
+
+
+def calibrate_intervals(root: Path, names: Sequence[str] | None = None, sources: Sequence[str] = ("utkface",),
+                        data: str | None = None) -> tuple[dict[str, IntervalChoice], list[FaceSetOutputs]]:
+    """Val only: fit and store (config.json) the named models' intervals; returns the choices and val outputs.
+    Run before the test evaluation so that its tables carry the intervals (evaluation.run's order)."""
+    cards, networks = zoo_members(root, names)
+    print(f"val faces for {len(networks)} networks")
+    val_sets = collect_outputs(root, networks, build_face_sets("val", sources, data))
+    return {card.name: fit_model_interval(Path(root) / card.name, val_sets) for card in cards}, val_sets
+
+
+def fit_intervals(root: Path, names: Sequence[str] | None = None, sources: Sequence[str] = ("utkface",),
+                  data: str | None = None) -> list[dict[str, Any]]:
+    """The whole command: calibrate on val, then add the intervals to the committed test tables and sections;
+    one summary row per model (val and test coverage and width per face set)."""
+    choices, val_sets = calibrate_intervals(root, names, sources, data)
+    cards = [ModelCard.load(Path(root) / name) for name in choices]  # with their new intervals
+    networks = zoo_members(root, list(choices))[1]
+    print(f"test faces for {len(networks)} networks")
+    test_sets = collect_outputs(root, networks, build_face_sets("test", sources, data))
+    rows = []
+    for card in cards:
+        choice = choices[card.name]
+        rows.append({"model": card.name, "method": choice.chosen.method, "q": choice.chosen.q,
+                     "val_candidates": choice.val, "val": face_set_coverage(card, val_sets),
+                     "test": face_set_coverage(card, test_sets)})
+        write_test_intervals(root, card, test_sets)
+    return rows
+
+
+def format_rows(rows: Sequence[dict[str, Any]]) -> str:
+    """One markdown line per model: method, q, val and test coverage / mean width per face set."""
+    header = ("| model | method | q | val scaled cov / width | val constant cov / width | val per source | "
+              "test per source |")
+    lines = [header, "| --- |" + " --- |" * 6]
+
+    def cell(summary: dict[str, Any] | None) -> str:
+        return "–" if not summary else f"{summary['coverage']:.1%} / {summary['mean_width']:.1f} y (n {summary['n']})"
+
+    for row in rows:
+        cand = row["val_candidates"]
+        val, test = ("; ".join(f"{name} {cell(s)}" for name, s in row[part].items()) for part in ("val", "test"))
+        lines.append(f"| {row['model']} | {row['method']} | {row['q']:.3f} | "
+                     f"{cand['scaled']['coverage']:.1%} / {cand['scaled']['mean_width']:.1f} y | "
+                     f"{cand['constant']['coverage']:.1%} / {cand['constant']['mean_width']:.1f} y | {val} | {test} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m evaluation.intervals", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
+    parser.add_argument("--names", nargs="+", default=None, help="models (default: every network and consensus)")
+    parser.add_argument("--sources", nargs="+", default=["utkface"], help="face sources for val and test")
+    parser.add_argument("--data", default=None, help="UTKFace folder (default: $AGEKIT_UTKFACE)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    try:
+        rows = fit_intervals(args.checkpoints, args.names, args.sources, args.data)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(format_rows(rows))
+    print(f"\ntotal wall time {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
