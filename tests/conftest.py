@@ -1,7 +1,9 @@
-"""Shared test setup: one torch thread per test process, and tiny checkpoints written on demand."""
+"""Shared test setup: one torch thread per test process, tiny checkpoints written on demand, and where the real
+UTKFace folder is (tests that need it import `utkface_folder` and skip without it)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,16 @@ from agekit.card import ModelCard
 from agekit.checkpoint import save_checkpoint
 from agekit.labels import TASKS, UTK7
 from agekit.models import create_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def utkface_folder() -> Path | None:
+    """AGEKIT_UTKFACE if set, else ../shared/data/UTKFace beside the repository (as in CI), if it is a folder."""
+    for candidate in (os.environ.get("AGEKIT_UTKFACE"), REPO.parent / "shared" / "data" / "UTKFace"):
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    return None
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -20,6 +20,8 @@ from bench.gradio_wire import WireClient, event_index
 
 ASTRONAUT = Path(__file__).resolve().parents[1] / "examples" / "nasa_astronaut_eileen_collins.jpg"
 
+pytestmark = pytest.mark.slow  # launches the app and talks to it over HTTP
+
 
 def free_port() -> int:
     with socket.socket() as sock:

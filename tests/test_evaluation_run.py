@@ -4,7 +4,6 @@ every other face; --check; re-running steps in any order; and, when UTKFace is h
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import utkface_folder
 from PIL import Image
 
 from agekit.artifacts import (
@@ -269,13 +269,6 @@ def test_flip_ablation_reports_validation_differences(dataset, tmp_path, capsys,
     with pytest.raises(SystemExit):  # the test split is not for choosing how to predict
         flip_ablation.main([*args, "--split", "test"])
     assert "invalid choice: 'test'" in capsys.readouterr().err
-
-
-def utkface_folder() -> Path | None:
-    for candidate in (os.environ.get("AGEKIT_UTKFACE"), REPO_ROOT.parent / "shared" / "data" / "UTKFace"):
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
-    return None
 
 
 @pytest.mark.slow

@@ -24,6 +24,7 @@ from training.gpu_zoo import GpuSettings, choose_test_pack, override_args, plan_
 from training.train import init_source, parse_overrides
 
 
+@pytest.mark.slow
 def test_smoke_trains_skips_evaluates_and_bundles(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(gpu_zoo, "COMPACT_DIR", tmp_path / "gpu")
     monkeypatch.setitem(gpu_zoo.ZOO, "pretrained_onet",

@@ -7,10 +7,10 @@ CI has it); it is skipped, saying so, when neither exists. It needs requirements
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
+from conftest import utkface_folder
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "docs" / "walkthrough.ipynb"
@@ -28,14 +28,6 @@ print("claims hold")
 """
 
 
-def utkface_folder() -> Path | None:
-    """AGEKIT_UTKFACE if set, else ../shared/data/UTKFace beside the repository, if it is a folder."""
-    for candidate in (os.environ.get("AGEKIT_UTKFACE"), REPO.parent / "shared" / "data" / "UTKFace"):
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
-    return None
-
-
 def test_committed_notebook_was_run_top_to_bottom_and_is_small() -> None:
     notebook = json.loads(NOTEBOOK.read_text(encoding="utf-8"))
     code = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
@@ -47,6 +39,7 @@ def test_committed_notebook_was_run_top_to_bottom_and_is_small() -> None:
     assert NOTEBOOK.stat().st_size < MAX_BYTES
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(utkface_folder() is None,
                     reason="the walkthrough needs the real UTKFace folder: set AGEKIT_UTKFACE or put it in "
                            "../shared/data/UTKFace")
