@@ -133,7 +133,7 @@ def phase_rows(checkpoints: Path | None, photo: Path, label: str, repeats: int) 
         "annotated preview + JPEG encode (app)": lambda: compare.annotated_preview(image, faces).save(
             io.BytesIO(), "JPEG"),
         "full-size annotated photo + PNG encode (before)": lambda: draw_boxes(image, faces).save(io.BytesIO(), "PNG"),
-        "every model's panel values": partial(compare.on_face, ctx, compare.analyse_image(ctx, str(photo)), "Face 1"),
+        "the face's summary and probability tables": partial(compare.on_face, ctx, compare.analyse_image(ctx, str(photo)), "Face 1"),
     }
     note = f"{len(faces)} faces, {len(ctx.zoo.models)} models; preview {preview.width}x{preview.height}"
     return [BenchRow.from_timing(f"  part: {name}", label, time_calls(fn, repeats), note=note if i == 0 else "")

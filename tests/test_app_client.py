@@ -1,4 +1,4 @@
-"""The running app through gradio_client: the named "predict" and "explain" endpoints over HTTP."""
+"""The running app through gradio_client: the named "predict", "predict_batch" and "explain" endpoints over HTTP."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
@@ -62,6 +63,9 @@ def test_predict_endpoint_returns_faces_and_predictions(client: Client, photo: P
     tiny = face["predictions"]["tiny"]
     assert 0 <= tiny["age"] <= 116
     assert list(tiny["age_bins"]) == list(UTK7.names) and sum(tiny["age_bins"].values()) == pytest.approx(1, abs=1e-3)
+    # the decided bin, named as the page names it
+    assert tiny["age_bin"] == max(tiny["age_bins"], key=tiny["age_bins"].get)
+    assert tiny["age_bin_probability"] == tiny["age_bins"][tiny["age_bin"]] and face["flags"] == []
     assert set(tiny["gender"]) == {"male", "female"}
     assert set(tiny["ethnicity"]) == {"White", "Black", "Asian", "Indian", "Others"}
 
@@ -80,8 +84,20 @@ def test_non_image_upload_returns_the_clear_message(client: Client, tmp_path: Pa
         client.predict(handle_file(str(fake)), api_name="/predict")
 
 
-def test_api_info_lists_only_predict_and_explain(client: Client) -> None:
-    assert set(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == {"/predict", "/explain"}
+def test_api_info_lists_only_the_three_endpoints(client: Client) -> None:
+    assert set(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == {
+        "/predict", "/predict_batch", "/explain"}
+
+
+def test_predict_batch_returns_one_csv_of_every_photo(client: Client, photo: Path, tmp_path: Path) -> None:
+    fake = tmp_path / "notes.jpg"
+    fake.write_text("not an image")
+    path = client.predict([handle_file(str(photo)), handle_file(str(fake))], api_name="/predict_batch")
+    table = pd.read_csv(path)
+    assert list(table["photo"]) == [photo.name, "notes.jpg"] and table.loc[0, "model"] == "tiny"
+    assert 0 <= table.loc[0, "age"] <= 116 and "not an image" in table.loc[1, "error"]
+    with pytest.raises(Exception, match="a batch takes at most 20 photos"):
+        client.predict([handle_file(str(photo))] * 21, api_name="/predict_batch")
 
 
 def test_uploads_over_the_limit_are_refused(client: Client, tmp_path: Path) -> None:

@@ -127,7 +127,7 @@ def _testset_tab(ctx: AppContext, demo: gr.Blocks) -> None:
     gr.Markdown("Results on the held-out UTKFace test split, read from each model's committed evaluation "
                 "(`checkpoints/<model>/eval/`). No dataset is needed for this tab.")
     with gr.Row():
-        model_a = gr.Dropdown(names, value=_opening_model(ctx, names), label="model")
+        model_a = gr.Dropdown(names, value=_opening_model(ctx, names), label="model", elem_id="testset-model")
         model_b = gr.Dropdown([testset.NO_SECOND_MODEL, *names], value=testset.NO_SECOND_MODEL,
                               label="compare with")
         task = gr.Radio(list(testset.TASK_SECTIONS), value="age bins", label="task")
@@ -193,13 +193,14 @@ def _error_analysis_tab(ctx: AppContext) -> None:
                 f"the app at {TEST_FACES_SIZE} px unless the server has the dataset; licence: non-commercial research "
                 "only); click one to compare every model's prediction and Grad-CAM on it.")
     with gr.Row():
-        model = gr.Dropdown(names, value=first, label="model")
+        model = gr.Dropdown(names, value=first, label="model", elem_id="errors-model")
         task = gr.Radio(list(error_analysis.TASKS_UI), value="age bins", label="task")
-        mode = gr.Radio(list(error_analysis.MODES), value=first_mode, label="show")
+        mode = gr.Radio(list(error_analysis.MODES), value=first_mode, label="show", elem_id="errors-mode")
     first_choices = error_analysis.on_task(root, first, "age bins")
     with gr.Row():
         cell_shown = error_analysis.on_mode(first_mode)[0]["visible"]
-        true_class = gr.Dropdown(label="true class (confusion cell)", visible=cell_shown, **_choices(first_choices[0]))
+        true_class = gr.Dropdown(label="true class (confusion cell)", visible=cell_shown, elem_id="errors-true-class",
+                                 **_choices(first_choices[0]))
         pred_class = gr.Dropdown(label="predicted class (confusion cell)", visible=cell_shown,
                                  **_choices(first_choices[1]))
         method = gr.Dropdown(list(CAM_METHODS), value=_default_method(), label="Grad-CAM method")
