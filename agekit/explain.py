@@ -11,7 +11,6 @@ The map is taken at `model.gradcam_target_layers(task)`: the last conv block fee
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +25,6 @@ from pytorch_grad_cam import (
     LayerCAM,
     XGradCAM,
 )
-from pytorch_grad_cam.activations_and_gradients import ActivationsAndGradients
 from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -57,8 +55,6 @@ TARGET_DESCRIPTIONS: dict[str, str] = {
     "ethnicity": "ethnicity: regions that raise the score (logit) of the predicted ethnicity class",
 }
 
-CAM_CACHE_SIZE = 32  # (model, task, method) entries kept; each holds a CAM object and a task wrapper
-_cam_cache: OrderedDict[tuple[int, str, str], BaseCAM] = OrderedDict()
 _cam_lock = threading.Lock()  # one CAM at a time: hooks sit on shared layers, and 2 vCPUs gain nothing from more
 
 
@@ -153,39 +149,16 @@ def explain(loaded: LoadedModel, crop: Image.Image, task: str, method: str = "Gr
 def run_cam(model: nn.Module, task: str, method: str, x: torch.Tensor, target: object) -> np.ndarray:
     """(S, S) float32 map in [0, 1] on the model-input grid, for one preprocessed input x (1,C,S,S).
 
-    The CAM object is cached per (model, task, method); its hooks are attached only while it runs, so
-    ordinary predictions never pass through them and nothing is left behind on the model.
+    A CAM object per call, used as the context manager pytorch-grad-cam documents: its hooks sit on the model only
+    while it runs (building one costs microseconds), so ordinary predictions never pass through them and nothing
+    is left behind on the model.
     """
-    with _cam_lock:
-        cam = _cached_cam(model, task, method)
-        cam.activations_and_grads = ActivationsAndGradients(cam.model, cam.target_layers,
-                                                            cam.reshape_transform, cam.detach)
+    cam_type = CAM_METHODS[method]
+    with _cam_lock, cam_type(model=TaskLogits(model, task), target_layers=model.gradcam_target_layers(task)) as cam:
         try:
             # EigenCAM's SVD in multi-threaded OpenBLAS next to torch's threads takes ~0.5-1 s instead of ~3 ms.
             with torch.enable_grad(), threadpool_limits(1, user_api="blas"):
                 grayscale = cam(input_tensor=x.detach().clone().requires_grad_(True), targets=[target])
         finally:
-            cam.activations_and_grads.release()
             model.zero_grad(set_to_none=True)  # backward filled parameter .grad; free it
     return np.asarray(grayscale[0], dtype=np.float32)
-
-
-def _cached_cam(model: nn.Module, task: str, method: str) -> BaseCAM:
-    key = (id(model), task, method)
-    cam = _cam_cache.get(key)
-    if cam is None or cam.model.model is not model:
-        layers = model.gradcam_target_layers(task)
-        cam = CAM_METHODS[method](model=TaskLogits(model, task), target_layers=layers)
-        cam.activations_and_grads.release()  # hooks are attached per call in run_cam
-        _cam_cache[key] = cam
-        while len(_cam_cache) > CAM_CACHE_SIZE:
-            _cam_cache.popitem(last=False)
-    _cam_cache.move_to_end(key)
-    return cam
-
-
-def clear_cam_cache() -> None:
-    """Drop every cached CAM object (and with it the references they hold to models)."""
-    with _cam_lock:
-        _cam_cache.clear()
-
