@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import os
 
-# Passive OpenMP waits: spinning threads made detection and prediction 10-50x slower whenever anything else
-# used the 2 cores (bench notes). Must be set before torch is imported.
+# Passive OpenMP waits: spinning threads made detection and prediction many times slower whenever anything else
+# used the 2 cores (docs/experiments.md, "Speed"). Must be set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import logging
@@ -26,8 +26,8 @@ import torch
 from agekit.ui import PAGE_CSS, AppContext, build_app, launch
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-# Small models on a 2-vCPU Space: one intra-op thread avoids OpenMP oversubscription (seen here: MTCNN
-# detection 0.2 s with 1 thread vs 4-6 s with 2 on a busy machine); the other vCPU serves the UI.
+# Small models on a 2-vCPU Space: one intra-op thread avoids OpenMP oversubscription (docs/experiments.md,
+# "Speed"); the other vCPU serves the UI.
 torch.set_num_threads(int(os.environ.get("AGEKIT_TORCH_THREADS", "1")))
 
 context = AppContext.from_env(base_dir=Path(__file__).resolve().parent)
@@ -36,7 +36,7 @@ demo = build_app(context, preload_example=os.environ.get("AGEKIT_PRELOAD_EXAMPLE
 
 if __name__ == "__main__":
     port = os.environ.get("GRADIO_SERVER_PORT") or os.environ.get("PORT") or "7860"
-    # 2 vCPUs: two page model requests at a time measured best (load test: +15% throughput, lower p95 than 1);
+    # 2 vCPUs: two page model requests at a time measured best (docs/experiments.md, "Speed": the load test);
     # API calls get their own slot, Grad-CAM runs one at a time behind its own lock; the rest waits in a bounded
     # queue. Upload, session and cache limits: agekit/ui/serving.py.
     concurrency = int(os.environ.get("AGEKIT_CONCURRENCY", "2"))

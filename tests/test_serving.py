@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
+import gradio.queueing
 import pytest
 
 from agekit.ui import serving
@@ -54,6 +57,24 @@ def test_gradio_error_payloads_are_shown_and_short() -> None:
 
 
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="glibc mallopt is Linux-only here")
+def test_the_gradio_internals_serving_sets_are_still_there() -> None:
+    """No public Gradio API sets the queue's poll interval, its error payload or lists its running jobs, so
+    serving.py reaches into them. This fails, loudly, on a Gradio that renames or stops using them (and on any
+    Gradio other than the pinned one, which has to be checked by hand): without it the app would quietly lose a
+    limit or its short error messages."""
+    requirements = (Path(__file__).resolve().parents[1] / "requirements.txt").read_text()
+    pinned = re.search(r"^gradio==(\S+)", requirements, re.MULTILINE)
+    assert gr.__version__ == pinned.group(1), "check serving.py's use of Gradio internals, then update this pin"
+    queue_source = inspect.getsource(gradio.queueing.Queue)
+    assert "self.sleep_when_free" in queue_source and "self.active_jobs" in queue_source
+    module_source = inspect.getsource(gradio.queueing)
+    assert len(re.findall(r"= error_payload\(", module_source)) >= 2  # called through the module global we replace
+    assert list(inspect.signature(gradio.queueing.error_payload).parameters) == ["error", "show_error"]
+    demo = gr.Blocks()
+    demo.queue()
+    assert isinstance(demo._queue.sleep_when_free, float) and isinstance(demo._queue.active_jobs, list)
+
+
 def test_heap_setting_applies_on_glibc() -> None:
     assert serving.limit_heap_fragmentation() is True
 

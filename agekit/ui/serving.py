@@ -51,13 +51,13 @@ DELETE_CACHE = (600, 3600)  # Gradio's own clean-up: every 10 min, files older t
 DOWNLOAD_DIR = Path(tempfile.gettempdir()) / f"agekit_downloads_{os.getpid()}"
 DOWNLOAD_TTL_S = 60.0
 # Gradio's queue loop checks for new events every 1 ms when it has nothing to start (`sleep_when_free`): on 2 vCPUs
-# those wake-ups, each taking the GIL, cost the 5-face photo event ~50 ms of CPU and ~25 ms of latency. Every 5 ms
-# is enough (the README's "End to end" has the before and after).
+# those wake-ups, each taking the GIL, slow the model events down; every 5 ms is enough (docs/experiments.md, "End
+# to end"). Gradio has no public setting for it: tests/test_serving.py fails if a Gradio version drops it.
 QUEUE_POLL_S = 0.005
 # Free heap memory goes back to the system (glibc malloc_trim) once the app has been idle this long and its resident
 # memory is this far above what it was when it started serving: giant photos leave fragmented heap behind, while
-# ordinary photos never pass the mark (5-face photos with all six models: +140-170 MB, measured), so their requests
-# keep reusing warm memory (no page faults).
+# ordinary photos stay well below the mark (docs/experiments.md, "End to end"), so their requests keep reusing
+# warm memory (no page faults).
 TRIM_IDLE_S = 1.0
 TRIM_ABOVE_MB = 300
 
@@ -187,7 +187,7 @@ def limit_heap_fragmentation() -> bool:
     share 2 malloc arenas. By default glibc raises its mmap threshold after each freed big block and gives every
     thread its own arena, so freed photo buffers can stay in the process as fragmented heap. The threshold is not
     lower on purpose: at 1 MB every activation tensor of detection and the models was a fresh mmap whose pages
-    fault in again on each request, which cost the 5-face photo about 100 ms (README, "End to end"). Returns
+    fault in again on each request (docs/experiments.md, "End to end"). Returns
     whether it applied (False off glibc). Memory under hostile sessions: bench.hostile_load."""
     libc = _glibc()
     try:
