@@ -23,7 +23,11 @@ INTRO = (
     "dataset with skewed demographics — read the Test-set tab before trusting any of them."
 )
 DEFAULT_CAM_METHOD = "GradCAM"
-PAGE_CSS = SUMMARY_CSS
+# Galleries grow to show every image: with height="auto" Gradio still caps the grid and clips its second row.
+PAGE_CSS = SUMMARY_CSS + """
+.uncut-gallery, .uncut-gallery .grid-wrap { height: auto !important; max-height: none !important; overflow: visible !important; }
+#leaderboard-table th, #leaderboard-table th * { word-break: normal !important; overflow-wrap: normal !important; }
+"""
 
 
 TAB_IDS = ("compare", "testset", "errors", "batch")
@@ -88,7 +92,8 @@ def _compare_tab(ctx: AppContext, preload: Path | None) -> None:
                 task = gr.Radio(list(compare.EXPLAIN_TASK_CHOICES), value="age", label="explain")
                 explain_button = gr.Button("Explain the selected face", variant="primary", elem_id="explain")
             cam_gallery = gr.Gallery(label="Grad-CAM overlays (model · task: what was explained)", columns=4,
-                                     height="auto", format="png", object_fit="contain", elem_id="cam-gallery")
+                                     height="auto", format="png", object_fit="contain", elem_id="cam-gallery",
+                                     elem_classes=["uncut-gallery"])
             cam_status = gr.Markdown(elem_id="cam-status")
         with gr.Accordion("About the models", open=False):
             gr.Markdown("\n\n".join([ctx.ranking_markdown(), *(
@@ -162,7 +167,8 @@ def _testset_tab(ctx: AppContext, demo: gr.Blocks) -> None:
         board_metrics = []
     board_metric = gr.Dropdown(_labelled(board_metrics), value=(board_metrics or [None])[0], label="rank by")
     board_plot = gr.Plot(show_label=False)
-    board_table = gr.Dataframe(interactive=False, wrap=True, elem_id="leaderboard-table")
+    board_table = gr.Dataframe(label="the main columns; every column: checkpoints/leaderboard.csv", interactive=False,
+                               wrap=True, elem_id="leaderboard-table")
     board_status = gr.Markdown()
 
     inputs = [model_a, model_b, task, view, attribute, metric]
@@ -207,14 +213,14 @@ def _error_analysis_tab(ctx: AppContext) -> None:
     show_button = gr.Button("Show faces", variant="primary")
     status = gr.Markdown()
     faces = gr.Gallery(label=f"test faces (up to {error_analysis.MAX_GALLERY}): truth → prediction (confidence)",
-                       columns=6, height="auto", allow_preview=False)
+                       columns=6, height="auto", allow_preview=False, elem_classes=["uncut-gallery"])
     files = gr.State([])
     with gr.Row(equal_height=False):
         face = gr.Image(label="selected face", interactive=False, height=220, scale=1)
         table = gr.Dataframe(label="every model on this face", interactive=False, scale=3,
                              headers=list(error_analysis.MODEL_TABLE_COLUMNS))
     cams = gr.Gallery(label="Grad-CAM of every model (model · task: what was explained)", columns=4, height="auto",
-                      format="png", fit_columns=False)
+                      format="png", fit_columns=False, elem_classes=["uncut-gallery"])
     face_status = gr.Markdown()
 
     mode.input(error_analysis.on_mode, [mode], [true_class, pred_class], api_visibility="private")

@@ -32,7 +32,9 @@ SUMMARY_CSS = """
   .agekit-summary td { border: none; padding: 2px 6px; }
   .agekit-summary td:first-child { grid-column: 1 / -1; }
   .agekit-summary td[data-label]::before { content: attr(data-label) ": "; color: #6b7280; font-size: 0.85em; }
-  .agekit-probs table { font-size: 0.72em; }
+  .agekit-probs table { font-size: 0.62em; }
+  .agekit-probs td, .agekit-probs th { padding: 2px 1px; white-space: nowrap; }
+  .agekit-probs td:first-child, .agekit-probs th:first-child { white-space: normal; width: 22%; }
 }
 """
 MISSING = '<span class="missing">—</span>'
