@@ -17,6 +17,7 @@ from agekit.data.aaf import (
     AAFError,
     AAFRecord,
     assign_aaf_splits,
+    load_aaf_faces,
     parse_aaf_name,
     read_labels,
     resolve_aaf_root,
@@ -160,3 +161,8 @@ def test_aaf_split_and_pack_commands_round_trip(tmp_path: Path, monkeypatch: pyt
     assert train.files == expected["file"].tolist() and train.age.tolist() == expected["age"].tolist()
     assert (train.ethnicity == ETHNICITY_UNKNOWN).all()
     assert main(["aaf-split", str(tmp_path / "nowhere")]) == 2
+
+
+def test_missing_aaf_pack_says_how_to_build_it(tmp_path: Path) -> None:
+    with pytest.raises(AAFError, match="build it with: python -m agekit.data aaf-pack"):
+        load_aaf_faces("val", tmp_path / "none.safetensors")

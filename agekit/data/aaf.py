@@ -38,7 +38,8 @@ from agekit.data.audit import (
     exact_duplicate_groups,
     scan_folder,
 )
-from agekit.data.split import EXCLUDED, MANIFEST_COLUMNS, _allocate, _check_fractions, _strata
+from agekit.data.dataset import FaceTensors, load_pack
+from agekit.data.split import EXCLUDED, MANIFEST_COLUMNS, _allocate, _check_fractions, _strata, load_manifest
 from agekit.data.utkface import resize_face
 from agekit.labels import ETHNICITY_UNKNOWN, GENDER_NAMES, NUM_AGES
 
@@ -47,6 +48,8 @@ IMAGES_DIR = "images"
 LABELS_FILE = "labels.csv"
 BLOCK_SIZE = 10  # consecutive file numbers kept in one split
 DEFAULT_AAF_MANIFEST = Path(__file__).resolve().parent / "manifests" / "aaf_split.csv"
+PACK_ENV_VAR = "AGEKIT_AAF_PACK"
+DEFAULT_AAF_PACK = Path("packs/aaf_128.safetensors")  # python -m agekit.data aaf-pack
 _NAME = re.compile(r"^(?P<number>\d{5})A(?P<age>\d{2})\.jpg$")
 
 
@@ -168,3 +171,13 @@ class AlignedFaceReader:
         face = self._local.detector.detect(load_image(path), assume_cropped=True)[0]
         return np.asarray(resize_face(face.image, size) if size != face.image.width else face.image, np.uint8)
 
+
+
+def load_aaf_faces(split: str, pack: str | os.PathLike[str] | None = None) -> FaceTensors:
+    """One split of the AAF pack (`pack`, else $AGEKIT_AAF_PACK, else DEFAULT_AAF_PACK): faces as the app crops
+    them, checked against the shipped AAF manifest. Raises AAFError saying how to build a missing pack."""
+    path = Path(pack or os.environ.get(PACK_ENV_VAR) or DEFAULT_AAF_PACK)
+    if not path.is_file():
+        raise AAFError(f"All-Age-Faces pack {str(path)!r} not found; build it with: python -m agekit.data aaf-pack "
+                       f"AAF_PATH --out {path} (or set {PACK_ENV_VAR})")
+    return load_pack(path, split, expected_manifest_hash=load_manifest(DEFAULT_AAF_MANIFEST).hash)
