@@ -120,6 +120,8 @@ def test_training_curves_one_line_per_model_and_best_epoch_starred() -> None:
     assert lines[0].line.dash == "dot" and lines[1].line.dash == "dash"
     assert (list(stars[0].x), list(stars[0].y)) == ([2], [6.5])  # lowest MAE
     assert (list(stars[1].x), list(stars[1].y)) == ([2], [7.5])
+    # the legend hangs below the plot, under the "epoch" axis title, not over it
+    assert fig.layout.legend.yanchor == "top" and fig.layout.legend.y < -0.15 and fig.layout.margin.b >= 100
     accuracy = training_curves_figure(logs, "val_gender_acc")
     assert list(accuracy.data[1].x) == [2]  # highest accuracy is best
     assert accuracy.layout.yaxis.title.text == "validation gender accuracy"
