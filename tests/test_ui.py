@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from gradio.context import LocalContext
 from gradio.helpers import special_args
 from PIL import Image, ImageColor
 
@@ -41,7 +42,7 @@ from agekit.faces import BOX_COLOURS, FaceCrop, FaceDetector
 from agekit.labels import UTK7
 from agekit.predict import ConsensusModel, Prediction
 from agekit.training_log import LOG_FILE, write_log
-from agekit.ui import AppContext, api, build_app, compare, error_analysis, serving, testset
+from agekit.ui import AppContext, api, build_app, compare, error_analysis, guard, serving, testset
 from agekit.ui.blocks import PAGE_ANALYSE_EVENT
 from agekit.ui.guard import MAX_MESSAGE_CHARS, guarded, user_message
 from agekit.ui.model_info import ranking_mae
@@ -623,3 +624,14 @@ def test_image_source_rejects_empty_input() -> None:
     Image.new("RGB", (4, 4)).save(png, "PNG")
     url = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
     assert compare.image_source({"url": url}) == png.getvalue()
+
+
+def test_error_toasts_go_before_the_next_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    shown = []
+    monkeypatch.setattr(gr, "Warning", lambda message, duration: shown.append((message, duration)))
+    token = LocalContext.event_id.set("event")  # as inside a page event
+    try:
+        guard.notify("no face found")
+    finally:
+        LocalContext.event_id.reset(token)
+    assert shown == [("no face found", guard.TOAST_S)] and guard.TOAST_S <= 5

@@ -24,6 +24,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 MAX_MESSAGE_CHARS = 400  # a message quoting a visitor's input (a model name, a path) is cut to this
+# A toast goes after this long (Gradio's default, 10 s, left it over the next photo's results); the status line
+# beside the output keeps the message.
+TOAST_S = 4.0
 
 
 def user_message(exc: BaseException) -> str:
@@ -75,6 +78,6 @@ def notify(message: str) -> None:
     if LocalContext.event_id.get(None) is None:
         return
     try:
-        gr.Warning(message)
+        gr.Warning(message, duration=TOAST_S)
     except Exception:  # noqa: BLE001 — a notification must never mask the real outcome
         log.warning(message)
