@@ -207,3 +207,19 @@ def test_onet_loads_the_weights_shipped_with_facenet_pytorch() -> None:
     assert all(torch.equal(loaded[k], shipped[k]) for k in loaded)
     with pytest.raises(ValueError, match="48x48"):
         model(torch.randn(1, 3, 64, 64))
+
+
+def test_mobilenet_starts_from_an_agekit_checkpoints_backbone(tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    from agekit.models import create_model
+
+    torch.manual_seed(0)
+    trained = create_model("mobilenetv1_025")
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, str(path))
+    continued = create_model("mobilenetv1_025", pretrained_weights=str(path))
+    backbone = {k: v for k, v in trained.state_dict().items() if k.startswith("backbone.")}
+    assert all(torch.equal(continued.state_dict()[k], v) for k, v in backbone.items())
+    heads = [k for k in trained.state_dict() if k.startswith("heads.") and k.endswith("weight")]
+    assert heads and not all(torch.equal(continued.state_dict()[k], trained.state_dict()[k]) for k in heads)

@@ -15,6 +15,7 @@ from torch import nn
 from agekit.models.registry import Backbone, PretrainedWeightsError, register_backbone
 from agekit.models.weights import (
     WeightsReport,
+    checkpoint_backbone_state,
     load_backbone_weights,
     read_state_dict,
     strip_prefix,
@@ -76,7 +77,11 @@ def mobilenet_state_from_file(path: str | Path) -> tuple[dict[str, torch.Tensor]
 
     ImageNet tar: {"state_dict": {"module.stage1...", "module.fc.*"}} → strip "module.", leave out fc.
     RetinaFace .pth: {"body.stage1...", "fpn.*", "ssh*.*", "*Head.*"} → keep body.* with "body." stripped.
+    An agekit checkpoint's model.safetensors of a shared mobilenetv1_025 backbone: its backbone, heads left out.
     """
+    if Path(path).suffix == ".safetensors":
+        state = read_state_dict(path)
+        return checkpoint_backbone_state(state, source=str(path)), sorted(k for k in state if k.startswith("heads."))
     state = strip_prefix(read_state_dict(path), "module.")
     if any(k.startswith("body.") for k in state):
         left_out = sorted(k for k in state if not k.startswith("body."))
