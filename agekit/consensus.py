@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -55,6 +56,22 @@ class ConsensusSpec:
 
 def is_consensus(card: ModelCard) -> bool:
     return card.architecture == CONSENSUS
+
+
+def consensus_folders(root: str | Path) -> list[Path]:
+    """Sub-folders of `root` whose config.json declares a consensus, sorted (a broken config.json is skipped: it is
+    the loader's to report)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = []
+    for folder in sorted(p for p in root.iterdir() if (p / "config.json").is_file()):
+        try:
+            if is_consensus(ModelCard.load(folder)):
+                found.append(folder)
+        except (ValueError, OSError):
+            continue
+    return found
 
 
 def consensus_card(name: str, spec: ConsensusSpec, member_cards: Sequence[ModelCard], description: str = ""
@@ -158,5 +175,5 @@ def select_members(sources: Sequence[SelectionSource], max_steps: int = MAX_STEP
 
 __all__ = [
     "CONSENSUS", "ConsensusSpec", "MemberSelection", "SelectionSource", "average_outputs", "consensus_card",
-    "is_consensus", "select_members", "selection_objective",
+    "consensus_folders", "is_consensus", "select_members", "selection_objective",
 ]

@@ -16,7 +16,7 @@ from PIL import Image
 
 from agekit.card import ModelCard
 from agekit.checkpoint import LoadedModel, load_checkpoint
-from agekit.consensus import ConsensusSpec, average_outputs, is_consensus
+from agekit.consensus import ConsensusSpec, average_outputs, consensus_folders
 from agekit.data.transforms import to_model_input
 from agekit.faces import UTK_SIZE, to_rgb
 from agekit.intervals import AgeInterval, expected_ages
@@ -162,13 +162,12 @@ class ModelZoo:
         root = Path(root)
         if not root.is_dir():
             return zoo
-        consensus_folders = []
+        consensuses = consensus_folders(root)
         for folder in sorted(p for p in root.iterdir() if p.is_dir()):
             if not ((folder / "config.json").exists() or any(folder.glob("*.safetensors"))):
                 continue  # not a checkpoint (e.g. a stray folder); nothing to report
-            if _is_consensus_folder(folder):
-                consensus_folders.append(folder)
-                continue
+            if folder in consensuses:
+                continue  # loaded below, once every network is in
             try:
                 loaded = load_checkpoint(folder)
                 _prepare(loaded, channels_last)
@@ -177,7 +176,7 @@ class ModelZoo:
                 log.warning("checkpoint %s failed to load: %s", folder, err)
                 continue
             zoo.models[folder.name] = loaded
-        for folder in consensus_folders:
+        for folder in consensuses:
             try:
                 zoo.models[folder.name] = zoo.load_consensus(folder)
             except ValueError as err:
@@ -224,13 +223,6 @@ class ModelZoo:
                 results[name] = member.predict(results)
         return {name: results[name] for name in self.models}
 
-
-def _is_consensus_folder(folder: Path) -> bool:
-    """A folder whose config.json declares a consensus (read leniently: a broken file is load_checkpoint's to report)."""
-    try:
-        return is_consensus(ModelCard.load(folder))
-    except (ValueError, OSError):
-        return False
 
 
 @functools.cache

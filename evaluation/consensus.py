@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -49,12 +50,21 @@ from agekit.checkpoint import list_checkpoints
 from agekit.consensus import CONSENSUS, MemberSelection, SelectionSource, consensus_card, select_members
 from agekit.data import load_manifest
 from agekit.intervals import IntervalChoice, choose_interval, expected_ages
-from agekit.labels import get_age_bins
+from agekit.labels import TASKS, get_age_bins
 from agekit.metrics import compute_metrics, headline_metrics, predictions_frame
 from agekit.predict import FLIP_AVERAGE
 from evaluation import bin_decision
 from evaluation.intervals import calibration_sources, interval_config
-from evaluation.model_outputs import CLEAN, RENDERED, FaceSetOutputs, build_face_sets, collect_outputs, member_outputs
+from evaluation.model_outputs import (
+    CACHE_DIR,
+    CLEAN,
+    RENDERED,
+    FaceSetOutputs,
+    FaceSetSource,
+    collect_outputs,
+    member_outputs,
+    source_face_sets,
+)
 
 
 @dataclass
@@ -168,24 +178,26 @@ def write_results(root: Path, name: str, results: ConsensusResults) -> None:
 
 
 def candidate_networks(root: Path, names: Sequence[str] | None) -> list[str]:
-    """The networks the consensus may choose from (default: every checkpoint with weights under root)."""
-    available = [p.name for p in list_checkpoints(root)]
+    """The networks the consensus may choose from (default: every checkpoint with weights under root that predicts
+    age, gender and ethnicity)."""
+    available = [p.name for p in list_checkpoints(root) if set(ModelCard.load(p).tasks) == set(TASKS)]
     unknown = [n for n in names or [] if n not in available]
     if unknown:
         raise ValueError(f"no network named {unknown} under {root}; available: {available}")
     return list(names or available)
 
 
-def run_consensus(root: Path, name: str = CONSENSUS, candidates: Sequence[str] | None = None,
-                  sources: Sequence[str] = ("utkface",), data: str | None = None,
-                  manifest: str | None = None) -> tuple[ConsensusFit, ConsensusResults]:
-    """Fit on val (steps 1-4 of the module docstring), then evaluate on test (step 5); nothing is written."""
+def run_consensus(root: Path, face_sets: FaceSetSource, train_ages: np.ndarray, name: str = CONSENSUS,
+                  candidates: Sequence[str] | None = None, cache_dir: Path | None = CACHE_DIR
+                  ) -> tuple[ConsensusFit, ConsensusResults]:
+    """Fit on val (steps 1-4 of the module docstring), then evaluate on test (step 5); nothing is written.
+    face_sets: split → face sets; train_ages: the training faces' ages (years), for the bin decision's prior."""
     networks = candidate_networks(root, candidates)
     print(f"val outputs of {len(networks)} candidate networks")
-    val_sets = collect_outputs(root, networks, build_face_sets("val", sources, data, manifest))
-    fit = fit_consensus(root, name, val_sets, load_manifest(manifest).rows("train")["age"].to_numpy())
+    val_sets = collect_outputs(root, networks, face_sets("val"), cache_dir=cache_dir)
+    fit = fit_consensus(root, name, val_sets, train_ages)
     print(f"test outputs of the {len(fit.selection.spec.members)} members")
-    test_sets = collect_outputs(root, fit.selection.spec.members, build_face_sets("test", sources, data, manifest))
+    test_sets = collect_outputs(root, fit.selection.spec.members, face_sets("test"), cache_dir=cache_dir)
     return fit, evaluate_consensus(root, fit.card, val_sets, test_sets)
 
 
@@ -228,7 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     try:
-        fit, results = run_consensus(args.checkpoints, args.name, args.candidates, args.sources, args.data)
+        train_ages = load_manifest(None).rows("train")["age"].to_numpy()
+        fit, results = run_consensus(args.checkpoints, source_face_sets(args.sources, args.data), train_ages,
+                                     args.name, args.candidates)
         write_card(args.checkpoints, fit.card)
         write_results(args.checkpoints, fit.card.name, results)
     except (ValueError, FileNotFoundError) as err:

@@ -38,13 +38,25 @@ from agekit.artifacts import (
 )
 from agekit.card import ModelCard
 from agekit.checkpoint import list_checkpoints
-from agekit.consensus import ConsensusSpec, is_consensus
+from agekit.consensus import ConsensusSpec, consensus_folders, is_consensus
 from agekit.intervals import CalibrationSource, IntervalChoice, choose_interval, coverage_summary
 from agekit.metrics import compute_metrics, predictions_frame
-from evaluation.model_outputs import CLEAN, RENDERED, FaceSetOutputs, build_face_sets, collect_outputs, member_outputs
+from evaluation.model_outputs import (
+    CACHE_DIR,
+    CLEAN,
+    RENDERED,
+    FaceSetOutputs,
+    FaceSetSource,
+    collect_outputs,
+    member_outputs,
+    source_face_sets,
+)
 
 SECTION_OF_SOURCE = {CLEAN: TEST_SECTION, RENDERED: WILD_SECTION}  # test face set → metrics.json section
-STALE_TOLERANCE = 1e-6  # years: recomputed expected ages must match the committed predictions tables
+# years: how far recomputed expected ages may be from the committed tables'. Faces in rendered photos get more:
+# float rounding in MTCNN's landmarks moves a few aligned crops by a pixel between runs (ages by up to 0.02 years,
+# measured for evaluation.run's --check)
+STALE_TOLERANCE = {TEST_SECTION: 1e-4, WILD_SECTION: 0.05}
 
 
 def calibration_sources(card: ModelCard, val_sets: Sequence[FaceSetOutputs]) -> list[CalibrationSource]:
@@ -67,6 +79,16 @@ def fit_model_interval(folder: Path, val_sets: Sequence[FaceSetOutputs]) -> Inte
     return choice
 
 
+def network_names(cards: Sequence[ModelCard]) -> list[str]:
+    """The networks whose outputs these zoo members need (a consensus needs its members), each once."""
+    names: list[str] = []
+    for card in cards:
+        for name in ConsensusSpec.from_card(card).members if is_consensus(card) else (card.name,):
+            if name not in names:
+                names.append(name)
+    return names
+
+
 def face_set_coverage(card: ModelCard, face_sets: Sequence[FaceSetOutputs]) -> dict[str, dict[str, Any]]:
     """Coverage and mean width (years) of the card's interval on each non-empty face set, by source name."""
     rule = card.interval()
@@ -85,11 +107,11 @@ def test_tables(card: ModelCard, test_sets: Sequence[FaceSetOutputs]) -> dict[st
             for s in test_sets if s.source in SECTION_OF_SOURCE and s.files}
 
 
-def check_not_stale(committed: pd.DataFrame, frame: pd.DataFrame, where: str) -> None:
+def check_not_stale(committed: pd.DataFrame, frame: pd.DataFrame, section: str, where: str) -> None:
     """The recomputed table must be the committed one (same faces, same expected ages) plus the interval."""
     mine = frame.set_index("file")["pred_age"]
     theirs = committed.set_index("file")["pred_age"]
-    if set(mine.index) != set(theirs.index) or (mine - theirs.loc[mine.index]).abs().max() > STALE_TOLERANCE:
+    if set(mine.index) != set(theirs.index) or (mine - theirs.loc[mine.index]).abs().max() > STALE_TOLERANCE[section]:
         raise ValueError(f"{where} does not hold this model's current predictions: re-run "
                          "`python -m evaluation.run` for it before fitting intervals")
 
@@ -104,7 +126,8 @@ def write_test_intervals(root: Path, card: ModelCard, test_sets: Sequence[FaceSe
         if section is None:
             print(f"  {card.name}: no {section_name} section yet, its interval coverage is not stored")
             continue
-        check_not_stale(read_predictions(root, card.name, section_name), frame, f"{card.name} {section_name}")
+        check_not_stale(read_predictions(root, card.name, section_name), frame, section_name,
+                        f"{card.name} {section_name}")
         section["metrics"] = compute_metrics(frame, card.age_bin_scheme())
         write_predictions(root, card.name, frame, section_name)
         write_section(folder, section_name, section)
@@ -113,42 +136,37 @@ def write_test_intervals(root: Path, card: ModelCard, test_sets: Sequence[FaceSe
     return coverage
 
 
-def zoo_members(root: Path, names: Sequence[str] | None) -> tuple[list[ModelCard], list[str]]:
-    """The named zoo members' cards (default: every network and consensus under root) and the networks they need."""
-    folders = {p.name: p for p in list_checkpoints(root)}
-    folders.update({p.name: p for p in sorted(Path(root).iterdir())
-                    if (p / "config.json").is_file() and is_consensus(ModelCard.load(p))})
+def zoo_cards(root: Path, names: Sequence[str] | None) -> list[ModelCard]:
+    """The named zoo members' cards (default: every network and consensus under root)."""
+    folders = {p.name: p for p in [*list_checkpoints(root), *consensus_folders(root)]}
     unknown = [n for n in names or [] if n not in folders]
     if unknown:
         raise ValueError(f"no checkpoint named {unknown} under {root}; available: {sorted(folders)}")
-    cards = [ModelCard.load(folders[n]) for n in (names or sorted(folders))]
-    networks = []
-    for card in cards:
-        for name in ConsensusSpec.from_card(card).members if is_consensus(card) else (card.name,):
-            if name not in networks:
-                networks.append(name)
-    return cards, networks
+    return [ModelCard.load(folders[n]) for n in (names or sorted(folders))]
 
 
-def calibrate_intervals(root: Path, names: Sequence[str] | None = None, sources: Sequence[str] = ("utkface",),
-                        data: str | None = None) -> tuple[dict[str, IntervalChoice], list[FaceSetOutputs]]:
-    """Val only: fit and store (config.json) the named models' intervals; returns the choices and val outputs.
-    Run before the test evaluation so that its tables carry the intervals (evaluation.run's order)."""
-    cards, networks = zoo_members(root, names)
+def calibrate_intervals(root: Path, face_sets: FaceSetSource, names: Sequence[str] | None = None, write: bool = True,
+                        cache_dir: Path | None = CACHE_DIR) -> tuple[dict[str, IntervalChoice], list[FaceSetOutputs]]:
+    """Val only: fit the named models' intervals (and store them in config.json when `write`); returns the choices
+    and the val outputs. face_sets: split → face sets (only "val" is asked for). Run before the test evaluation so
+    that its tables carry the intervals."""
+    cards = zoo_cards(root, names)
+    networks = network_names(cards)
     print(f"val faces for {len(networks)} networks")
-    val_sets = collect_outputs(root, networks, build_face_sets("val", sources, data))
-    return {card.name: fit_model_interval(Path(root) / card.name, val_sets) for card in cards}, val_sets
+    val_sets = collect_outputs(root, networks, face_sets("val"), cache_dir=cache_dir)
+    if write:
+        return {card.name: fit_model_interval(Path(root) / card.name, val_sets) for card in cards}, val_sets
+    return {card.name: choose_interval(calibration_sources(card, val_sets)) for card in cards}, val_sets
 
 
-def fit_intervals(root: Path, names: Sequence[str] | None = None, sources: Sequence[str] = ("utkface",),
-                  data: str | None = None) -> list[dict[str, Any]]:
+def fit_intervals(root: Path, face_sets: FaceSetSource, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """The whole command: calibrate on val, then add the intervals to the committed test tables and sections;
     one summary row per model (val and test coverage and width per face set)."""
-    choices, val_sets = calibrate_intervals(root, names, sources, data)
+    choices, val_sets = calibrate_intervals(root, face_sets, names)
     cards = [ModelCard.load(Path(root) / name) for name in choices]  # with their new intervals
-    networks = zoo_members(root, list(choices))[1]
+    networks = network_names(cards)
     print(f"test faces for {len(networks)} networks")
-    test_sets = collect_outputs(root, networks, build_face_sets("test", sources, data))
+    test_sets = collect_outputs(root, networks, face_sets("test"))
     rows = []
     for card in cards:
         choice = choices[card.name]
@@ -189,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     try:
-        rows = fit_intervals(args.checkpoints, args.names, args.sources, args.data)
+        rows = fit_intervals(args.checkpoints, source_face_sets(args.sources, args.data), args.names)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -25,7 +25,7 @@ from agekit.artifacts import file_sha256
 from agekit.card import ModelCard
 from agekit.checkpoint import MODEL_FILE, load_checkpoint
 from agekit.consensus import ConsensusSpec, average_outputs, is_consensus
-from agekit.data import load_folder, load_manifest, load_pack
+from agekit.data import FaceTensors, load_folder, load_manifest, load_pack
 from agekit.faces import ALIGN_FACES, FaceDetector
 from agekit.predict import FLIP_AVERAGE
 from evaluation import wild
@@ -65,23 +65,31 @@ def utkface_face_sets(split: str, data: str | None = None, manifest: str | None 
                       ) -> list[FaceSet]:
     """The split's UTKFace faces as cropped, and the same faces rendered as photos (only those detected)."""
     faces = load_folder(data, load_manifest(manifest), split, DECODE_SIZE)
-    truth = {task: values.numpy() for task, values in faces.targets.items()}
     detector = detector or FaceDetector()
     crops = wild.load_or_detect(faces, detector, split, seed, ALIGN_FACES, cache_dir)
+    return utkface_sets(faces, crops, split, wild.cache_key(split, seed, faces.manifest_hash, detector))
+
+
+def utkface_sets(faces: FaceTensors, crops: wild.WildCrops, split: str, rendered_key: str) -> list[FaceSet]:
+    """Decoded UTKFace faces and their detected rendered-photo crops (`wild.load_or_detect`) as two face sets."""
+    truth = {task: values.numpy() for task, values in faces.targets.items()}
     hits = np.flatnonzero(crops.detected)
-    key = f"{split}_{faces.manifest_hash[:12]}"
-    rendered_key = wild.cache_key(split, seed, faces.manifest_hash, detector)
     return [
-        FaceSet(CLEAN, split, list(faces.files), truth, faces.images, key),
+        FaceSet(CLEAN, split, list(faces.files), truth, faces.images, f"{split}_{faces.manifest_hash[:12]}"),
         FaceSet(RENDERED, split, [faces.files[i] for i in hits], {t: v[hits] for t, v in truth.items()},
                 torch.from_numpy(crops.crops[hits]).permute(0, 3, 1, 2).contiguous(), rendered_key),
     ]
 
 
+def aaf_pack() -> Path:
+    """Where the All-Age-Faces pack is: $AGEKIT_AAF_PACK, else packs/aaf_128.safetensors (it may not exist)."""
+    return Path(os.environ.get(AAF_PACK_ENV) or AAF_PACK)
+
+
 def aaf_face_sets(split: str, data: str | None = None, manifest: str | None = None) -> list[FaceSet]:
     """The split's All-Age-Faces faces from their pack ($AGEKIT_AAF_PACK, default packs/aaf_128.safetensors), cropped
     by the app's face path when packed; age and gender only (AAF has no ethnicity label)."""
-    path = Path(os.environ.get(AAF_PACK_ENV) or AAF_PACK)
+    path = aaf_pack()
     if not path.is_file():
         raise ValueError(f"no All-Age-Faces pack at {path}: build it with `python -m agekit.data aaf-pack` or set "
                          f"{AAF_PACK_ENV}, or leave 'aaf' out of --sources")
@@ -93,6 +101,7 @@ def aaf_face_sets(split: str, data: str | None = None, manifest: str | None = No
 
 # source family → builder(split, data, manifest) of its face sets (--sources names them)
 FACE_SET_BUILDERS: dict[str, Callable[..., list[FaceSet]]] = {"utkface": utkface_face_sets, "aaf": aaf_face_sets}
+FaceSetSource = Callable[[str], list[FaceSet]]  # split → that split's face sets
 
 
 def network_outputs(folder: Path, face_set: FaceSet, batch_size: int = 64, cache_dir: Path | None = CACHE_DIR
@@ -134,6 +143,12 @@ def collect_outputs(root: Path, networks: Sequence[str], face_sets: Sequence[Fac
     return results
 
 
+def source_face_sets(sources: Sequence[str], data: str | None = None, manifest: str | None = None
+                     ) -> FaceSetSource:
+    """split → the face sets of the named source families (what the command-line entries use)."""
+    return lambda split: build_face_sets(split, sources, data, manifest)
+
+
 def build_face_sets(split: str, sources: Sequence[str], data: str | None = None, manifest: str | None = None
                     ) -> list[FaceSet]:
     """The face sets of every named source family (keys of FACE_SET_BUILDERS) for one split."""
@@ -143,5 +158,6 @@ def build_face_sets(split: str, sources: Sequence[str], data: str | None = None,
     return [face_set for source in sources for face_set in FACE_SET_BUILDERS[source](split, data, manifest)]
 
 
-__all__ = ["AAF", "CLEAN", "FACE_SET_BUILDERS", "RENDERED", "FaceSet", "FaceSetOutputs", "aaf_face_sets", "build_face_sets",
-           "collect_outputs", "member_outputs", "network_outputs", "utkface_face_sets"]
+__all__ = ["AAF", "CLEAN", "FACE_SET_BUILDERS", "RENDERED", "FaceSet", "FaceSetOutputs", "FaceSetSource", "aaf_face_sets", "aaf_pack", "build_face_sets",
+           "collect_outputs", "member_outputs", "network_outputs", "source_face_sets", "utkface_face_sets",
+           "utkface_sets"]

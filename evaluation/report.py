@@ -14,6 +14,7 @@ import pandas as pd
 
 from agekit.artifacts import read_leaderboard
 from agekit.card import ModelCard
+from agekit.consensus import is_consensus
 from agekit.training_log import read_log
 
 
@@ -38,14 +39,18 @@ def results_table(root: Path) -> str:
     ]
     for row in board.itertuples():
         card = ModelCard.load(root / row.name)
-        train = training_summary(root / row.name)
+        if is_consensus(card):  # no training of its own
+            epochs, train_time = "–", "– (averages its members)"
+        else:
+            train = training_summary(root / row.name)
+            epochs, train_time = train["epochs"], f"{train['minutes']:.0f} min"
         shape = "one net per task" if not card.shared_backbone else "one shared net"
         chans = "gray " if card.in_chans == 1 else ""
         lines.append(
             f"| `{row.name}` | {row.family} | {row.architecture} ({shape}) | {row.params / 1e6:.2f} M "
             f"| {chans}{row.input_size} px | {init_label(row.init_source)} | {row.mae:.2f} | {row.cs5:.1%} "
             f"| {row.age_bin_macro_f1:.1%} | {row.gender_accuracy:.1%} | {row.ethnicity_accuracy:.1%} "
-            f"| {row.ethnicity_macro_f1:.1%} | {train['epochs']} | {train['minutes']:.0f} min |")
+            f"| {row.ethnicity_macro_f1:.1%} | {epochs} | {train_time} |")
     return "\n".join(lines)
 
 
