@@ -16,7 +16,9 @@ RESULTS_DRAWN_JS = """(photo) => {
   if (!summary || summary.dataset.photo !== photo) return false;
   const image = document.querySelector('#annotated-photo img');
   if (!image || !image.complete || image.naturalWidth === 0) return false;
-  return document.querySelectorAll('.pending, .eta-bar').length === 0;
+  const trackers = document.querySelectorAll(
+    '#face-summary [data-testid="status-tracker"], #annotated-photo [data-testid="status-tracker"]');
+  return [...trackers].every(tracker => tracker.classList.contains('hide'));
 }"""
 
 

@@ -120,3 +120,15 @@ def test_no_trim_while_events_run_or_before_the_idle_time(monkeypatch: pytest.Mo
     readings = iter([1000.0] + [5000.0] * 20)
     idle = SimpleNamespace(_queue=ScriptedQueue([]))
     assert serving.trim_memory_when_idle(idle, idle_s=60.0, poll_s=0.0, rounds=5) == 0  # not idle for long enough
+
+
+def test_download_files_are_kept_a_minute_then_removed_by_the_next_write(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(serving, "DOWNLOAD_DIR", tmp_path / "downloads")
+    old = serving.write_download("agekit_a.csv", "photo,face\n")
+    recent = serving.write_download("agekit_a.csv", "photo,face\na.jpg,1\n")
+    assert old != recent and old.name == recent.name == "agekit_a.csv"  # one folder per write: names stay plain
+    aged = time.time() - serving.DOWNLOAD_TTL_S - 5
+    os.utime(old.parent, (aged, aged))
+    serving.write_download("agekit_b.json", "{}")
+    assert not old.parent.exists() and recent.read_text() == "photo,face\na.jpg,1\n"

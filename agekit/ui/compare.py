@@ -9,6 +9,7 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -99,8 +100,8 @@ def analyse_image(ctx: AppContext, value: Any, annotate: bool = True) -> FaceAna
 
 def source_name(value: Any) -> str:
     """The uploaded file's name for tables and files ("photo" when the browser sent the pixels themselves)."""
-    path = value if isinstance(value, str) else (value or {}).get("path") if isinstance(value, dict) else None
-    return str(path).replace("\\", "/").rsplit("/", 1)[-1] if path else "photo"
+    path = value.get("path") if isinstance(value, dict) else value
+    return Path(str(path)).name if isinstance(path, str) and path else "photo"
 
 
 def annotated_preview(image: Image.Image, faces: list[FaceCrop], max_side: int = ANNOTATED_MAX_SIDE) -> Image.Image:
@@ -245,10 +246,6 @@ def caption_list(gallery: list[tuple[np.ndarray, str]]) -> str:
 
 # ---------------------------------------------------------------- callbacks (wired in agekit.ui.blocks)
 
-def _analysis_failed(status: str) -> tuple[Any, ...]:
-    return cleared_outputs(status)
-
-
 def cleared_outputs(status: str) -> tuple[Any, ...]:
     """on_photo's outputs with no result: only the status (the hint, or what went wrong) stays."""
     hidden = gr.update(value=None, visible=False)
@@ -256,7 +253,7 @@ def cleared_outputs(status: str) -> tuple[Any, ...]:
             "", "", None, None, [], "")
 
 
-@guarded(_analysis_failed)
+@guarded(cleared_outputs)
 def on_photo(ctx: AppContext, value: Any) -> tuple[Any, ...]:
     """Photo changed → (annotated photo, face selector, FaceAnalysis state, status, results visibility, summary
     table, every probability, CSV file, JSON file, Grad-CAM gallery, Grad-CAM status): one event, one round trip.

@@ -6,6 +6,8 @@ whatever clients send (measured with `python -m bench.load_test --mode sessions,
 - Uploads are refused above MAX_UPLOAD_BYTES; files the app received or wrote (uploads, annotated photos,
   Grad-CAM PNGs) are deleted oldest first once they pass CACHE_BUDGET_BYTES, after DELETE_CACHE's age (the
   Blocks' delete_cache) and all of them at shutdown.
+- Results files offered for download (CSV, JSON) are written under DOWNLOAD_DIR; each write removes those over
+  DOWNLOAD_TTL_S old (Gradio has copied them into its cache by then).
 - glibc hands big freed buffers back at once and, when the app is idle and well above its starting memory, the
   rest of the free heap (limit_heap_fragmentation, trim_memory_when_idle); ordinary requests reuse warm memory.
 - The page's model events and the API endpoints have separate queue slots, so an API burst queues behind
