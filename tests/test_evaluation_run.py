@@ -32,8 +32,7 @@ from agekit.training_log import LOG_FILE, write_log
 from agekit.ui import testset
 from agekit.ui.model_info import committed_metrics, ranking_mae
 from evaluation import flip_ablation, run, wild
-from evaluation.model_outputs import AAF_PACK_ENV
-from evaluation.run import CHECK_TOLERANCE, STEPS, differences
+from evaluation.run import CHECK_TOLERANCE, STEPS, WILD_TOLERANCE, differences
 
 BROKEN = "33_1_2_20170104000000099.jpg.chip.jpg"  # a test file whose bytes are not a JPEG
 WRITING_STEPS = [step.name for step in STEPS if step.writes]
@@ -55,12 +54,6 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     manifest = root.parent / "split.csv"
     write_manifest(pd.DataFrame(rows, columns=MANIFEST_COLUMNS).sort_values("file"), manifest)
     return root, manifest
-
-
-@pytest.fixture(autouse=True)
-def no_aaf_pack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """The pipeline fits intervals and the consensus on AAF val too when its pack exists; not in these tests."""
-    monkeypatch.setenv(AAF_PACK_ENV, str(tmp_path / "no_aaf_pack.safetensors"))
 
 
 @pytest.fixture()
@@ -152,19 +145,9 @@ def test_every_step_writes_its_artifacts(capsys, dataset, evaluated) -> None:
     assert len(card.age_bin_log_offsets) in (0, 7)
     assert "tau 0.0" in out and "`tiny_multi`" in out
 
-    interval = card.interval()  # the 80 % age interval, calibrated on val (6 clean + 3 rendered faces)
-    assert interval is not None and interval.calibrated_on == (("utkface_clean", 6), ("utkface_rendered", 3))
-    table = pd.read_csv(checkpoints / "tiny_multi" / "eval" / "predictions.csv")
-    assert ((table["age_lo"] <= table["pred_age"]) & (table["pred_age"] <= table["age_hi"])).all()
-    assert report["metrics"]["interval"]["n"] == 8 and report["wild"]["metrics"]["interval"]["n"] == 4
-
-    consensus = ModelCard.load(checkpoints / "consensus")  # of the one network with every task, chosen on val
-    assert consensus.architecture_kwargs == {"members": ["tiny_multi"], "weights": [1.0]}
-    assert read_metrics(checkpoints / "consensus")["metrics"]["headline"] == report["metrics"]["headline"]
-
     board = pd.read_csv(checkpoints / "leaderboard.csv").set_index("name")
-    assert list(board.reset_index().columns) == list(LEADERBOARD_COLUMNS)
-    assert set(board.index) == {"tiny_multi", "tiny_gender", "consensus"}
+    assert list(board.reset_index().columns) == list(LEADERBOARD_COLUMNS) and set(board.index) == {"tiny_multi",
+                                                                                                   "tiny_gender"}
     assert board.loc["tiny_multi", "wild_mae"] == pytest.approx(wild_headline(report)["age_mae"])
     assert np.isnan(board.loc["tiny_gender", "mae"])  # no age head
 
@@ -195,7 +178,7 @@ def test_check_names_every_field_that_differs(dataset, evaluated, half_blind_det
     folder = evaluated / "tiny_multi"
     report = read_metrics(folder)
     test = section_of(report, TEST_SECTION)
-    test["metrics"]["headline"]["age_mae"] += 10 * CHECK_TOLERANCE
+    test["metrics"]["headline"]["age_mae"] += 0.01  # years: far beyond the tolerance
     write_section(folder, TEST_SECTION, test)
     card = (folder / "README.md").read_text()
     (folder / "README.md").write_text(card.replace("## Limits", "## Limitations"))
@@ -208,7 +191,7 @@ def test_check_names_every_field_that_differs(dataset, evaluated, half_blind_det
     assert evaluate(dataset, evaluated, half_blind_detector, "--check",
                     "--models", "tiny_multi") == 1
     err = capsys.readouterr().err
-    assert "check FAILED: 3 differences (numbers compared within 1e-06)" in err
+    assert "check FAILED: 3 differences (numbers compared within 0.0001 of their size, 0.02 for faces in photos)" in err
     assert re.search(r"tiny_multi/eval/metrics.json test\.metrics\.headline\.age_mae: committed [\d.]+, "
                      r"recomputed [\d.]+", err)
     assert f"tiny_multi/eval/predictions.csv [{predictions.loc[2, 'file']}].gender_p1" in err
@@ -257,11 +240,19 @@ def test_refusals_name_what_to_change(dataset, tmp_path, save_tiny, half_blind_d
 
 
 def test_differences_tolerance_and_timings() -> None:
-    committed = {"a": 1.0, "speed": {"latency_ms": 3.0}, "b": [1, "x"], "c": None}
-    assert differences(committed, {"a": 1.0 + CHECK_TOLERANCE / 2, "speed": {}, "b": [1, "x"], "c": None}, "m") == []
-    assert differences(committed, {"a": 1.0, "b": [1, "y"], "c": 0.0}, "m") == [
-        "m.b[1]: committed 'x', recomputed 'y'", "m.c: committed None, recomputed 0.0"]
+    committed = {"a": 1.0, "speed": {"latency_ms": 3.0}, "b": [1, "x"], "c": None, "age": 80.0}
+    recomputed = {"a": 1.0 + CHECK_TOLERANCE / 2, "speed": {}, "b": [1, "x"], "c": None, "age": 80.0 + 40 * CHECK_TOLERANCE}
+    assert differences(committed, recomputed, "m") == []  # relative: 80 years may move by 8e-3
+    assert differences(committed, {**committed, "b": [1, "y"], "c": 0.0, "a": 1.0 + 2 * CHECK_TOLERANCE}, "m") == [
+        f"m.a: committed 1.0, recomputed {1.0 + 2 * CHECK_TOLERANCE!r}", "m.b[1]: committed 'x', recomputed 'y'",
+        "m.c: committed None, recomputed 0.0"]
     assert differences({"a": 1}, {}, "m") == ["m.a: not recomputed"]
+    # faces in rendered photos: the detector's rounding moves a few crops, so their numbers get WILD_TOLERANCE
+    photos = {"clean": {"age_mae": 5.0}, "wild": {"age_mae": 5.0}}
+    moved = {"clean": {"age_mae": 5.0 + 1e-2}, "wild": {"age_mae": 5.0 + 1e-2}}
+    assert differences(photos, moved, "m") == ["m.clean.age_mae: committed 5.0, recomputed 5.01"]
+    assert differences({"n": 4.0}, {"n": 4.0 + 8 * WILD_TOLERANCE}, "m", wild=True) == [
+        f"m.n: committed 4.0, recomputed {4.0 + 8 * WILD_TOLERANCE!r}"]
 
 
 def test_nearest_face_ignores_detections_away_from_the_placement() -> None:
