@@ -5,9 +5,12 @@
 
 Steps (STEPS, in this order; `--steps` runs a subset, still in this order):
   bin_decision  the 7-bin prior correction chosen on val           → config.json age_bin_log_offsets
+  intervals     80 % age interval calibrated on val (clean + wild)  → config.json age_interval
   test          clean test faces                                   → metrics.json "test", eval/predictions.csv
   wild_test     test faces rendered as photos, the app's detector  → metrics.json "wild", predictions_wild.csv
   val_ranking   clean and wild val metrics: the app's ranking      → metrics.json "val"
+  consensus     members, weights, decision, interval chosen on val; → checkpoints/consensus/ config.json and
+                evaluated from the members' outputs (all models)     eval/ (test, wild, val sections, tables)
   leaderboard   every evaluated model                              → checkpoints/leaderboard.csv
   model_card    the Hugging Face model card                        → checkpoints/<model>/README.md
   significance  bootstrap intervals and paired differences         (printed)
@@ -22,9 +25,9 @@ it. A number agrees when |committed - recomputed| <= tolerance x max(1, |committ
 clean faces, where only float32 rounding differs between machines and thread counts (measured on pretrained_onet:
 1.3e-5 years at most); WILD_TOLERANCE (2e-2) for faces in rendered photos, where the same rounding in MTCNN's
 landmarks moves a few aligned crops by a pixel (measured: probabilities by up to 1.6e-3, a face's age by 0.021
-years, a val rate by one face, a reliability bin by two faces; every detection and test decision the same). Everything else must be equal, the
-list of missed faces too; timings (metrics.json "speed", "detect_s", "predict_s", the leaderboard's latency_ms)
-are not compared. It exits 1 naming every file and field that differs, and writes no file (only the ignored
+years, a val rate by one face, a reliability bin by two faces; every detection and test decision the same).
+Everything else must be equal, the list of missed faces too; timings (metrics.json "speed", "detect_s",
+"predict_s", the leaderboard's latency_ms) are not compared. It exits 1 naming every file and field that differs, and writes no file (only the ignored
 detection cache under runs/wild/). With --sample N it recomputes the first N faces of each split and compares
 their prediction rows only (a quick check that the committed predictions still come out of the code); the steps
 that need whole splits are then skipped.
@@ -41,11 +44,13 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as in training: passive OpenMP waits; before torch loads
 
 import argparse
+import json
 import math
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -76,11 +81,12 @@ from agekit.artifacts import (
 )
 from agekit.card import ModelCard
 from agekit.checkpoint import LoadedModel
+from agekit.consensus import consensus_folders
 from agekit.data import FaceTensors, SplitManifest, load_folder, load_manifest, load_pack, resolve_data_root
 from agekit.faces import ALIGN_FACES, FaceDetector
 from agekit.labels import get_age_bins
 from agekit.training_log import read_log
-from evaluation import bin_decision, wild
+from evaluation import bin_decision, consensus, intervals, model_outputs, wild
 from evaluation.evaluate import (
     DECODE_SIZE,
     EvaluationError,
@@ -246,6 +252,20 @@ class ArtifactStore:
             where = f"{folder / 'config.json'} age_bin_log_offsets"
             self._compare(where, differences(list(card.age_bin_log_offsets), list(offsets), where))
 
+    def put_card(self, folder: Path, card: ModelCard) -> None:
+        """A whole config.json (a consensus's, or a card with a new age interval); agekit.card owns the file."""
+        if not self.check:
+            folder.mkdir(parents=True, exist_ok=True)
+            card.save(folder)
+        elif not self.rows_only:
+            where = str(folder / "config.json")
+            try:
+                committed = json.loads(ModelCard.load(folder).to_json())
+            except (FileNotFoundError, ValueError) as err:
+                self._compare(where, [f"{where}: {err}"])
+                return
+            self._compare(where, differences(committed, json.loads(card.to_json()), where))
+
     def put_leaderboard(self, board: pd.DataFrame, models: Sequence[str]) -> None:
         if not self.check:
             write_leaderboard(self.root, board)
@@ -329,12 +349,22 @@ class PipelineRun:
             self._probabilities[key] = probabilities, time.perf_counter() - started
         return self._probabilities[key]
 
+    @property
+    def detector(self) -> FaceDetector:
+        """The app's face detector, created on first use."""
+        self._detector = self._detector or FaceDetector()
+        return self._detector
+
+    @property
+    def outputs_cache(self) -> Path | None:
+        """Where the intervals and consensus steps cache network outputs (none with --no-cache)."""
+        return None if self.options.cache_dir is None else model_outputs.CACHE_DIR
+
     def crops(self, split: str) -> wild.WildCrops:
         """The split's faces rendered as photos and detected (aligned crops), once per run and cached on disk."""
         if split not in self._crops:
-            self._detector = self._detector or FaceDetector()
             cache = None if self.options.sample else self.options.cache_dir  # a sample must not replace the cache
-            crops = wild.load_or_detect(self.faces(split), self._detector, split, self.options.seed, ALIGN_FACES,
+            crops = wild.load_or_detect(self.faces(split), self.detector, split, self.options.seed, ALIGN_FACES,
                                         cache)
             summary = wild.detection_summary(crops)
             print(f"{split} in photos: detected {summary['n_detected']} of {summary['n_faces']} faces "
@@ -402,9 +432,51 @@ def val_ranking_step(run: PipelineRun) -> None:
     wild_split_step(run, "val")
 
 
+def face_sets(run: PipelineRun, split: str) -> list[model_outputs.FaceSet]:
+    """The split's faces the intervals and the consensus are fitted (val) and evaluated (test) on: UTKFace clean and
+    in rendered photos (this run's decoded faces and detector crops), plus AAF when its pack has been built."""
+    faces, crops = run.faces(split), run.crops(split)
+    sets = model_outputs.utkface_sets(faces, crops, split, wild.cache_key(split, run.options.seed,
+                                                                          faces.manifest_hash, run.detector))
+    if model_outputs.aaf_pack().is_file():
+        sets += model_outputs.aaf_face_sets(split)
+    return sets
+
+
+def intervals_step(run: PipelineRun) -> None:
+    """Each model's 80 % age interval calibrated on the val faces, clean and in rendered photos (split conformal,
+    evaluation.intervals); the later steps' tables and metrics carry it."""
+    names = [m.card.name for m in run.models if "age" in m.card.tasks]
+    choices, _ = intervals.calibrate_intervals(run.root, partial(face_sets, run), names, write=False,
+                                               cache_dir=run.outputs_cache)
+    for loaded in run.models:
+        if loaded.card.name in choices:
+            loaded.card.age_interval = intervals.interval_config(choices[loaded.card.name])
+            run.store.put_card(loaded.folder, loaded.card)
+            chosen = choices[loaded.card.name].chosen
+            print(f"{loaded.card.name}: {chosen.method} interval, q {chosen.q:.3f}")
+
+
+def consensus_step(run: PipelineRun) -> None:
+    """The consensus of every network: chosen and calibrated on val, evaluated from the members' test outputs."""
+    if run.options.models:
+        print("consensus: not refitted (it chooses among every network: run without --models)")
+        return
+    train_ages = run.manifest.rows("train")["age"].to_numpy()
+    fit, results = consensus.run_consensus(run.root, partial(face_sets, run), train_ages,
+                                           cache_dir=run.outputs_cache)
+    run.store.put_card(run.root / fit.card.name, fit.card)
+    for name, section in results.sections.items():
+        run.store.put_section(fit.card.name, name, section)
+    for name, frame in results.tables.items():
+        run.store.put_predictions(fit.card.name, frame, name)
+    print(consensus.summary(fit, results))
+
+
 def leaderboard_step(run: PipelineRun) -> None:
-    """The leaderboard of every checkpoint under the folder, this run's models as just computed."""
-    names = {folder.name for folder in select_checkpoints(run.root)} | {m.card.name for m in run.models}
+    """The leaderboard of every checkpoint under the folder (consensuses too), this run's models as just computed."""
+    names = ({folder.name for folder in [*select_checkpoints(run.root), *consensus_folders(run.root)]}
+             | {m.card.name for m in run.models})
     board = leaderboard_frame(run.store.report(name) for name in sorted(names))
     run.store.put_leaderboard(board, [m.card.name for m in run.models])
     print(summary_table(board))
@@ -440,9 +512,11 @@ class Step:
 
 STEPS: list[Step] = [
     Step("bin_decision", bin_decision_step, whole_split=True),
+    Step("intervals", intervals_step, whole_split=True),
     Step("test", test_step),
     Step("wild_test", wild_test_step),
     Step("val_ranking", val_ranking_step),
+    Step("consensus", consensus_step, whole_split=True),
     Step("leaderboard", leaderboard_step, whole_split=True),
     Step("model_card", model_card_step, whole_split=True),
     Step("significance", significance_step, writes=False),

@@ -32,6 +32,7 @@ from agekit.training_log import LOG_FILE, write_log
 from agekit.ui import testset
 from agekit.ui.model_info import committed_metrics, ranking_mae
 from evaluation import flip_ablation, run, wild
+from evaluation.model_outputs import AAF_PACK_ENV
 from evaluation.run import CHECK_TOLERANCE, STEPS, WILD_TOLERANCE, differences
 
 BROKEN = "33_1_2_20170104000000099.jpg.chip.jpg"  # a test file whose bytes are not a JPEG
@@ -54,6 +55,12 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     manifest = root.parent / "split.csv"
     write_manifest(pd.DataFrame(rows, columns=MANIFEST_COLUMNS).sort_values("file"), manifest)
     return root, manifest
+
+
+@pytest.fixture(autouse=True)
+def no_aaf_pack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The pipeline fits intervals and the consensus on AAF val too when its pack exists; not in these tests."""
+    monkeypatch.setenv(AAF_PACK_ENV, str(tmp_path / "no_aaf_pack.safetensors"))
 
 
 @pytest.fixture()
@@ -145,9 +152,19 @@ def test_every_step_writes_its_artifacts(capsys, dataset, evaluated) -> None:
     assert len(card.age_bin_log_offsets) in (0, 7)
     assert "tau 0.0" in out and "`tiny_multi`" in out
 
+    interval = card.interval()  # the 80 % age interval, calibrated on val (6 clean + 3 rendered faces)
+    assert interval is not None and interval.calibrated_on == (("utkface_clean", 6), ("utkface_rendered", 3))
+    table = pd.read_csv(checkpoints / "tiny_multi" / "eval" / "predictions.csv")
+    assert ((table["age_lo"] <= table["pred_age"]) & (table["pred_age"] <= table["age_hi"])).all()
+    assert report["metrics"]["interval"]["n"] == 8 and report["wild"]["metrics"]["interval"]["n"] == 4
+
+    consensus = ModelCard.load(checkpoints / "consensus")  # of the one network with every task, chosen on val
+    assert consensus.architecture_kwargs == {"members": ["tiny_multi"], "weights": [1.0]}
+    assert read_metrics(checkpoints / "consensus")["metrics"]["headline"] == report["metrics"]["headline"]
+
     board = pd.read_csv(checkpoints / "leaderboard.csv").set_index("name")
-    assert list(board.reset_index().columns) == list(LEADERBOARD_COLUMNS) and set(board.index) == {"tiny_multi",
-                                                                                                   "tiny_gender"}
+    assert list(board.reset_index().columns) == list(LEADERBOARD_COLUMNS)
+    assert set(board.index) == {"tiny_multi", "tiny_gender", "consensus"}
     assert board.loc["tiny_multi", "wild_mae"] == pytest.approx(wild_headline(report)["age_mae"])
     assert np.isnan(board.loc["tiny_gender", "mae"])  # no age head
 
