@@ -53,7 +53,7 @@ def browser(server: AppServer) -> Iterator:
 
 def open_page(browser, server: AppServer, width: int):
     page = browser.new_page(viewport={"width": width, "height": 900}, accept_downloads=True)
-    page.set_default_timeout(60_000)
+    page.set_default_timeout(120_000)  # a 2-core machine busy with training
     page.goto(server.url)
     return page
 
@@ -163,7 +163,8 @@ def test_batch_of_photos_into_one_table_and_csv(page) -> None:
     page.set_input_files("#batch-files input[type=file]", [str(p) for p in photos])
     page.wait_for_function("document.querySelectorAll('#batch-files tr.file').length === 2")  # both uploaded
     page.click("#batch-run")
-    page.wait_for_function("document.querySelector('#batch-status').innerText.includes('2 photos: 5 faces')")
+    page.wait_for_function("document.querySelector('#batch-status').innerText.trim().length > 0")
+    assert "2 photos: 5 faces" in page.inner_text("#batch-status")
     page.wait_for_function("document.querySelector('#batch-table').innerText.includes('utkface_test_4_1_2.jpg')")
     with page.expect_download() as download:
         page.click("#batch-download")
