@@ -27,7 +27,7 @@ TEST_FACES_PACK = TEST_FACES_DIR / "utkface_test_128.safetensors"
 TEST_FACES_NOTICE = TEST_FACES_DIR / "LICENSE-UTKFace.md"
 # px: the side of the training packs, so each model resizes these faces to its input as in training. At 112 px
 # (the largest input) the three 112-px models' test age MAE from the pack was 0.15-0.27 years worse than from
-# the JPEGs; at 128 px none is worse by more than 0.01 (README, "Test faces shipped with the app").
+# the JPEGs; at 128 px none is worse by more than 0.01 (docs/experiments.md, "Test faces shipped with the app").
 TEST_FACES_SIZE = 128
 TEST_FACES_QUALITY = 85  # WebP: keeps the pack under 5 MB (quality 90 would be 6.1 MB)
 TEST_SPLIT = "test"
