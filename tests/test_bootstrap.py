@@ -151,7 +151,10 @@ def test_cli_prints_intervals_and_the_controlled_pair(tmp_path: Path, capsys: py
 
 def test_cli_errors_exit_2_with_the_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert significance.main(["--checkpoints", str(tmp_path)]) == 2
-    assert "no evaluated models under" in capsys.readouterr().err
+    assert "no leaderboard yet" in (err := capsys.readouterr().err) and "python -m evaluation.run" in err
+    pd.DataFrame({"name": []}).to_csv(tmp_path / "leaderboard.csv", index=False)
+    assert significance.main(["--checkpoints", str(tmp_path)]) == 2
+    assert "no evaluated models in" in capsys.readouterr().err
     write_model(tmp_path, card("bundle", shared=False, init="retina.pth"), predictions())
     pd.DataFrame({"name": ["bundle", "gone"]}).to_csv(tmp_path / "leaderboard.csv", index=False)
     assert significance.main(["--checkpoints", str(tmp_path), "--pair", "bundle", "gone"]) == 2
