@@ -161,11 +161,14 @@ def test_batch_of_photos_into_one_table_and_csv(page) -> None:
     page.get_by_role("tab", name="Batch").click()
     photos = [REPO / "examples" / MULTI_FACE, REPO / "examples" / "utkface_test_4_1_2.jpg"]
     page.set_input_files("#batch-files input[type=file]", [str(p) for p in photos])
-    page.wait_for_function("document.querySelectorAll('#batch-files tr.file').length === 2")  # both uploaded
+    # both on the server: each file's row links to its server copy only once its upload has finished
+    page.wait_for_function("document.querySelectorAll(\"#batch-files a[href*='gradio_api/file=']\").length === 2")
     page.click("#batch-run")
-    page.wait_for_function("document.querySelector('#batch-status').innerText.trim().length > 0")
+    # done (a count) or failed (a warning); meanwhile the status shows the progress bar's "photo 1: ..."
+    page.wait_for_function("/photos:|⚠️/.test(document.querySelector('#batch-status').innerText)")
     assert "2 photos: 5 faces" in page.inner_text("#batch-status")
-    page.wait_for_function("document.querySelector('#batch-table').innerText.includes('utkface_test_4_1_2.jpg')")
+    # the table draws the rows in view (the first photo's); the CSV below has them all
+    page.wait_for_function(f"document.querySelector('#batch-table').innerText.includes('{MULTI_FACE}')")
     with page.expect_download() as download:
         page.click("#batch-download")
     rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
