@@ -42,7 +42,7 @@ from agekit.faces import BOX_COLOURS, FaceCrop, FaceDetector
 from agekit.labels import UTK7
 from agekit.predict import ConsensusModel, Prediction
 from agekit.training_log import LOG_FILE, write_log
-from agekit.ui import AppContext, api, build_app, compare, error_analysis, guard, serving, testset
+from agekit.ui import AppContext, api, build_app, compare, error_analysis, guard, serving, summary, testset
 from agekit.ui.blocks import PAGE_ANALYSE_EVENT
 from agekit.ui.guard import MAX_MESSAGE_CHARS, guarded, user_message
 from agekit.ui.model_info import ranking_mae
@@ -635,3 +635,8 @@ def test_error_toasts_go_before_the_next_result(monkeypatch: pytest.MonkeyPatch)
     finally:
         LocalContext.event_id.reset(token)
     assert shown == [("no face found", guard.TOAST_S)] and guard.TOAST_S <= 5
+
+
+def test_summary_age_shows_the_interval_when_the_model_has_one() -> None:
+    assert summary.age_text(Prediction("m", age=31.4, age_lo=25.6, age_hi=38.2)) == "31 years, 26–38"
+    assert summary.age_text(Prediction("m", age=31.4)) == "31 years"
