@@ -40,14 +40,24 @@ from agekit.artifacts import (
     TEST_SECTION,
     VAL_SECTION,
     WILD_SECTION,
+    leaderboard_frame,
+    metrics_path,
     read_metrics,
     section_of,
+    write_leaderboard,
     write_predictions,
     write_section,
 )
 from agekit.card import ModelCard
 from agekit.checkpoint import list_checkpoints
-from agekit.consensus import CONSENSUS, MemberSelection, SelectionSource, consensus_card, select_members
+from agekit.consensus import (
+    CONSENSUS,
+    MemberSelection,
+    SelectionSource,
+    consensus_card,
+    consensus_folders,
+    select_members,
+)
 from agekit.data import load_manifest
 from agekit.intervals import IntervalChoice, choose_interval, expected_ages
 from agekit.labels import TASKS, get_age_bins
@@ -170,11 +180,14 @@ def evaluate_consensus(root: Path, card: ModelCard, val_sets: Sequence[FaceSetOu
 
 
 def write_results(root: Path, name: str, results: ConsensusResults) -> None:
-    """The sections into checkpoints/<name>/eval/metrics.json and the prediction tables beside it."""
+    """The sections into checkpoints/<name>/eval/metrics.json, the prediction tables beside it, and the
+    leaderboard of every evaluated network and consensus under root."""
     for section, content in results.sections.items():
         write_section(Path(root) / name, section, content)
     for section, frame in results.tables.items():
         write_predictions(root, name, frame, section)
+    folders = [*list_checkpoints(root), *consensus_folders(root)]
+    write_leaderboard(root, leaderboard_frame(read_metrics(f) for f in folders if metrics_path(f).is_file()))
 
 
 def candidate_networks(root: Path, names: Sequence[str] | None) -> list[str]:
