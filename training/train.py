@@ -31,11 +31,12 @@ from typing import Any
 
 import yaml
 
+from agekit.artifacts import file_sha256
 from agekit.card import ModelCard
 from agekit.checkpoint import MODEL_FILE, save_checkpoint
 from agekit.engine import RESUME_FILE, FaceData, FitResult, TrainConfig, fit
 from agekit.models.dlib_resnet import packaged_weights
-from agekit.models.pretrained import file_sha256, shipped_onet_weights
+from agekit.models.pretrained import shipped_onet_weights
 
 DEFAULT_PACK = "packs/utkface_128.safetensors"
 # config keys that describe the run, not the training; extra_packs: more sources (e.g. All-Age-Faces) whose train and

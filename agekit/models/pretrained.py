@@ -12,7 +12,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from agekit.artifacts import file_sha256  # noqa: F401 (training.train reads it from here)
 from agekit.models.registry import (
     Backbone,
     PretrainedWeightsError,
