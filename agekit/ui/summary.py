@@ -67,6 +67,9 @@ def top_class(names: tuple[str, ...], probs: np.ndarray | None) -> str:
 
 
 def model_cell(title: str, family: str) -> str:
+    """The model's title with its family in small print (left out where the name says it: "consensus")."""
+    if title.removeprefix("★ ") == family:
+        return escape(title)
     return f'{escape(title)} <span class="family">{escape(family)}</span>'
 
 
