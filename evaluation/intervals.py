@@ -30,6 +30,7 @@ import torch
 from agekit.artifacts import (
     TEST_SECTION,
     WILD_SECTION,
+    file_sha256,
     read_metrics,
     read_predictions,
     section_of,
@@ -37,7 +38,7 @@ from agekit.artifacts import (
     write_section,
 )
 from agekit.card import ModelCard
-from agekit.checkpoint import list_checkpoints
+from agekit.checkpoint import CONFIG_FILE, list_checkpoints
 from agekit.consensus import ConsensusSpec, consensus_folders, is_consensus
 from agekit.intervals import CalibrationSource, IntervalChoice, choose_interval, coverage_summary
 from agekit.metrics import compute_metrics, predictions_frame
@@ -53,10 +54,11 @@ from evaluation.model_outputs import (
 )
 
 SECTION_OF_SOURCE = {CLEAN: TEST_SECTION, RENDERED: WILD_SECTION}  # test face set → metrics.json section
-# years: how far recomputed expected ages may be from the committed tables'. Faces in rendered photos get more:
-# float rounding in MTCNN's landmarks moves a few aligned crops by a pixel between runs (ages by up to 0.02 years,
-# measured for evaluation.run's --check)
-STALE_TOLERANCE = {TEST_SECTION: 1e-4, WILD_SECTION: 0.05}
+# years: how far recomputed expected ages may be from the committed tables' (the largest gap for clean faces, the
+# mean gap for faces in rendered photos: float rounding in MTCNN's landmarks moves a few aligned crops by a pixel
+# between runs, measured on the shipped zoo: mean 0.0007-0.0026 years, a few faces up to 0.1); a retrained model
+# is off by far more
+STALE_TOLERANCE = {TEST_SECTION: 1e-4, WILD_SECTION: 0.01}
 
 
 def calibration_sources(card: ModelCard, val_sets: Sequence[FaceSetOutputs]) -> list[CalibrationSource]:
@@ -111,7 +113,10 @@ def check_not_stale(committed: pd.DataFrame, frame: pd.DataFrame, section: str, 
     """The recomputed table must be the committed one (same faces, same expected ages) plus the interval."""
     mine = frame.set_index("file")["pred_age"]
     theirs = committed.set_index("file")["pred_age"]
-    if set(mine.index) != set(theirs.index) or (mine - theirs.loc[mine.index]).abs().max() > STALE_TOLERANCE[section]:
+    if set(mine.index) != set(theirs.index):
+        raise ValueError(f"{where} holds other faces than this evaluation: re-run `python -m evaluation.run` for it")
+    gaps = (mine - theirs.loc[mine.index]).abs()
+    if (gaps.mean() if section == WILD_SECTION else gaps.max()) > STALE_TOLERANCE[section]:
         raise ValueError(f"{where} does not hold this model's current predictions: re-run "
                          "`python -m evaluation.run` for it before fitting intervals")
 
@@ -129,6 +134,8 @@ def write_test_intervals(root: Path, card: ModelCard, test_sets: Sequence[FaceSe
         check_not_stale(read_predictions(root, card.name, section_name), frame, section_name,
                         f"{card.name} {section_name}")
         section["metrics"] = compute_metrics(frame, card.age_bin_scheme())
+        if "config_sha256" in section.get("model", {}):  # the test section records the config.json it ran with
+            section["model"]["config_sha256"] = file_sha256(folder / CONFIG_FILE)
         write_predictions(root, card.name, frame, section_name)
         write_section(folder, section_name, section)
         interval = section["metrics"]["interval"]
