@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from agekit.artifacts import (
@@ -54,8 +55,10 @@ def zoo_root(tmp_path: Path, save_tiny) -> Path:
     for seed, name in enumerate(("high", "low", "noisy")):
         folder = save_tiny(tmp_path / name, seed=seed)
         write_section(folder, TEST_SECTION, {
-            "format_version": 1, "model": {"params": 100, "flops": 1000},
-            "data": {"split": "test", "manifest_hash": ""}, "metrics": {}, "speed": {"latency_ms": 2.0}})
+            "format_version": 1, "data": {"split": "test", "manifest_hash": ""}, "speed": {"latency_ms": 2.0},
+            "model": {"name": name, "family": "scratch", "architecture": "facecnn", "params": 100, "flops": 1000,
+                      "input_size": 32, "init_source": "random"},
+            "metrics": {"n": 500, "headline": {"age_mae": 4.0}}})
         write_section(folder, WILD_SECTION, {"split": "test", "detection_rate": 0.99, "metrics": None,
                                              "detect_s": 1.0, "predict_s": 1.0})
     return tmp_path
@@ -84,6 +87,8 @@ def test_consensus_is_fitted_on_val_written_and_served(zoo_root: Path) -> None:
     assert report["wild"]["metrics"]["n"] == 450 and report["val"]["clean"]["age_mae"] < 1.0
     row = leaderboard_row(report)
     assert row["name"] == "consensus" and row["params"] == 200 and row["latency_ms"] == 4.0
+    board = pd.read_csv(zoo_root / "leaderboard.csv")  # rebuilt with the consensus, best test MAE first
+    assert list(board["name"]) == ["consensus", "high", "low", "noisy"]
     table = read_predictions(zoo_root, "consensus")
     assert {"age_lo", "age_hi"} <= set(table.columns)
     assert (table["age_lo"] <= table["pred_age"]).all() and (table["pred_age"] <= table["age_hi"]).all()
