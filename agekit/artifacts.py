@@ -38,14 +38,20 @@ TEST_SECTION = "test"
 TEST_KEYS = ("format_version", "model", "data", "inference", "metrics", "speed")
 WILD_SECTION = "wild"  # the test faces rendered as photos and put through the app's detector
 VAL_SECTION = "val"  # validation headline metrics, clean and wild: what the app ranks models by, never test
-SECTIONS = (TEST_SECTION, WILD_SECTION, VAL_SECTION)
-PREDICTION_TABLES = {TEST_SECTION: "predictions.csv", WILD_SECTION: "predictions_wild.csv"}
-PREDICTION_NAMES = {TEST_SECTION: "test-set predictions", WILD_SECTION: "wild-photo predictions"}
+# All-Age-Faces (real photos, cropped by the app's face path): its test split beside UTKFace's, its val split a
+# third ranking source; age and gender only (AAF has no ethnicity label)
+AAF_TEST_SECTION, AAF_VAL_SECTION = "aaf_test", "aaf_val"
+SECTIONS = (TEST_SECTION, WILD_SECTION, VAL_SECTION, AAF_TEST_SECTION, AAF_VAL_SECTION)
+PREDICTION_TABLES = {TEST_SECTION: "predictions.csv", WILD_SECTION: "predictions_wild.csv",
+                     AAF_TEST_SECTION: "predictions_aaf.csv"}
+PREDICTION_NAMES = {TEST_SECTION: "test-set predictions", WILD_SECTION: "wild-photo predictions",
+                    AAF_TEST_SECTION: "All-Age-Faces test predictions"}
 RUN_COMMAND = "python -m evaluation.run --models {model}"
 LEADERBOARD_COLUMNS = (
     "name", "family", "architecture", "params", "flops", "input_size", "init_source", "mae", f"cs{CS_YEARS}",
     "age_bin_macro_f1", "gender_accuracy", "ethnicity_accuracy", "ethnicity_macro_f1", "wild_detection_rate",
-    "wild_mae", "wild_age_bin_macro_f1", "wild_gender_accuracy", "wild_ethnicity_accuracy", "latency_ms",
+    "wild_mae", "wild_age_bin_macro_f1", "wild_gender_accuracy", "wild_ethnicity_accuracy", "aaf_mae",
+    "aaf_age_bin_macro_f1", "aaf_gender_accuracy", "latency_ms",
     "n_test", "split_hash",
 )
 
@@ -160,13 +166,23 @@ def has_section(checkpoint_folder: str | os.PathLike[str], name: str = TEST_SECT
 
 
 def val_age_mae(report: dict[str, Any]) -> float | None:
-    """Mean of the validation age MAE on clean faces and on faces in rendered photos (years), or None when the
-    model has no val section. The app ranks models by it and by nothing else."""
+    """Mean validation age MAE (years) over UTKFace's clean faces, the same faces in rendered photos and, when the
+    model has an aaf_val section, All-Age-Faces' real photos; None without a val section. The app ranks models by
+    it and by nothing else (`evaluation.run` writes aaf_val for every model whenever the AAF pack exists)."""
     section = section_of(report, VAL_SECTION)
     if section is None:
         return None
     values = [(section.get(part) or {}).get("age_mae") for part in ("clean", "wild")]
-    return None if None in values else sum(values) / 2
+    aaf = section_of(report, AAF_VAL_SECTION)
+    if aaf is not None:
+        values.append(aaf.get("age_mae"))
+    return None if None in values else sum(values) / len(values)
+
+
+def aaf_headline(report: dict[str, Any]) -> dict[str, Any]:
+    """The All-Age-Faces test headline metrics (age, gender), or {} when the model has no aaf_test section."""
+    section = section_of(report, AAF_TEST_SECTION)
+    return {} if section is None else dict((section.get("metrics") or {}).get("headline") or {})
 
 
 def wild_headline(report: dict[str, Any]) -> dict[str, Any] | None:
@@ -204,7 +220,7 @@ def read_predictions(root: str | os.PathLike[str], model: str, section: str = TE
 def leaderboard_row(report: dict[str, Any]) -> dict[str, Any]:
     """One leaderboard row from a metrics.json dict (test headline metrics, wild columns when present)."""
     model, headline = report["model"], report["metrics"]["headline"]
-    wild = wild_headline(report) or {}
+    wild, aaf = wild_headline(report) or {}, aaf_headline(report)
     return {
         "name": model["name"], "family": model["family"], "architecture": model["architecture"],
         "params": model["params"], "flops": model["flops"], "input_size": model["input_size"],
@@ -214,7 +230,8 @@ def leaderboard_row(report: dict[str, Any]) -> dict[str, Any]:
         "ethnicity_macro_f1": headline.get("ethnicity_macro_f1"), "wild_detection_rate": wild.get("detection_rate"),
         "wild_mae": wild.get("age_mae"), "wild_age_bin_macro_f1": wild.get("age_bin_macro_f1"),
         "wild_gender_accuracy": wild.get("gender_accuracy"), "wild_ethnicity_accuracy": wild.get("ethnicity_accuracy"),
-        "latency_ms": report["speed"]["latency_ms"],
+        "aaf_mae": aaf.get("age_mae"), "aaf_age_bin_macro_f1": aaf.get("age_bin_macro_f1"),
+        "aaf_gender_accuracy": aaf.get("gender_accuracy"), "latency_ms": report["speed"]["latency_ms"],
         "n_test": report["metrics"]["n"], "split_hash": report["data"]["manifest_hash"],
     }
 

@@ -11,6 +11,8 @@ Steps (STEPS, in this order; `--steps` runs a subset, still in this order):
   val_ranking   clean and wild val metrics: the app's ranking      → metrics.json "val"
   consensus     members, weights, decision, interval chosen on val; → checkpoints/consensus/ config.json and
                 evaluated from the members' outputs (all models)     eval/ (test, wild, val sections, tables)
+  aaf           All-Age-Faces val and test (real photos, the pack) → metrics.json "aaf_val", "aaf_test",
+                                                                     eval/predictions_aaf.csv
   leaderboard   every evaluated model                              → checkpoints/leaderboard.csv
   model_card    the Hugging Face model card                        → checkpoints/<model>/README.md
   significance  bootstrap intervals and paired differences         (printed)
@@ -59,6 +61,8 @@ import pandas as pd
 import torch
 
 from agekit.artifacts import (
+    AAF_TEST_SECTION,
+    AAF_VAL_SECTION,
     TEST_SECTION,
     VAL_SECTION,
     WILD_SECTION,
@@ -81,10 +85,11 @@ from agekit.artifacts import (
 )
 from agekit.card import ModelCard
 from agekit.checkpoint import LoadedModel
-from agekit.consensus import consensus_folders
+from agekit.consensus import ConsensusSpec, consensus_folders, is_consensus
 from agekit.data import FaceTensors, SplitManifest, load_folder, load_manifest, load_pack, resolve_data_root
 from agekit.faces import ALIGN_FACES, FaceDetector
 from agekit.labels import get_age_bins
+from agekit.metrics import compute_metrics, predictions_frame
 from agekit.training_log import read_log
 from evaluation import bin_decision, consensus, intervals, model_outputs, wild
 from evaluation.evaluate import (
@@ -473,6 +478,37 @@ def consensus_step(run: PipelineRun) -> None:
     print(consensus.summary(fit, results))
 
 
+def aaf_step(run: PipelineRun) -> None:
+    """Every model (and, without --models, the consensus) on All-Age-Faces' real photos as the app crops them (the
+    AAF pack): val → metrics.json "aaf_val" (a ranking source), test → "aaf_test" and predictions_aaf.csv. Age and
+    gender only: AAF has no ethnicity label. Skipped, saying so, when the pack has not been built."""
+    if not model_outputs.aaf_pack().is_file():
+        print(f"aaf: skipped, no All-Age-Faces pack at {model_outputs.aaf_pack()} (python -m agekit.data aaf-pack)")
+        return
+    cards = [m.card for m in run.models]
+    if not run.options.models:
+        cards += [ModelCard.load(folder) for folder in consensus_folders(run.root)]
+    networks = sorted({member for card in cards
+                       for member in (ConsensusSpec.from_card(card).members if is_consensus(card) else [card.name])})
+    for split, section in (("val", AAF_VAL_SECTION), ("test", AAF_TEST_SECTION)):
+        [outputs] = model_outputs.collect_outputs(run.root, networks, model_outputs.aaf_face_sets(split),
+                                                  cache_dir=run.outputs_cache)
+        for card in cards:
+            probs = {task: p for task, p in model_outputs.member_outputs(card, outputs.probs).items()
+                     if task in outputs.truth}
+            frame = predictions_frame(outputs.files, outputs.truth, probs, card.age_bin_scheme(), card.interval())
+            metrics = compute_metrics(frame, card.age_bin_scheme())
+            if split == "val":
+                run.store.put_section(card.name, section, {"n": metrics["n"], **metrics["headline"]})
+                continue
+            run.store.put_section(card.name, section, {"data": {"source": "All-Age-Faces", "split": split,
+                                                                "pack": model_outputs.aaf_pack().name},
+                                                       "metrics": metrics})
+            run.store.put_predictions(card.name, frame, section)
+            print(f"{card.name}: All-Age-Faces test " + ", ".join(f"{key}={value:.3f}" for key, value in
+                                                                   metrics["headline"].items() if value is not None))
+
+
 def leaderboard_step(run: PipelineRun) -> None:
     """The leaderboard of every checkpoint under the folder (consensuses too), this run's models as just computed."""
     names = ({folder.name for folder in [*select_checkpoints(run.root), *consensus_folders(run.root)]}
@@ -517,6 +553,7 @@ STEPS: list[Step] = [
     Step("wild_test", wild_test_step),
     Step("val_ranking", val_ranking_step),
     Step("consensus", consensus_step, whole_split=True),
+    Step("aaf", aaf_step, whole_split=True),
     Step("leaderboard", leaderboard_step, whole_split=True),
     Step("model_card", model_card_step, whole_split=True),
     Step("significance", significance_step, writes=False),

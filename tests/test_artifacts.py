@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 
 from agekit.artifacts import (
+    AAF_TEST_SECTION,
+    AAF_VAL_SECTION,
     LEADERBOARD_COLUMNS,
     REPO_ROOT,
     TEST_KEYS,
@@ -121,3 +123,18 @@ def test_file_sha256_and_repo_relative_paths(tmp_path: Path) -> None:
 def test_committed_metrics_record_the_manifest_relative_to_the_repository() -> None:
     for path in sorted((REPO_ROOT / "checkpoints").glob("*/eval/metrics.json")):
         assert json.loads(path.read_text())["data"]["manifest"] == "agekit/data/manifests/utkface_split.csv", path
+
+
+def test_all_age_faces_sections_join_the_ranking_and_the_leaderboard(tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    write_section(folder, TEST_SECTION, clean_section())
+    write_section(folder, VAL_SECTION, VAL)
+    assert val_age_mae(read_metrics(folder)) == 5.0  # (4 + 6) / 2 before AAF
+    write_section(folder, AAF_VAL_SECTION, {"n": 10, "age_mae": 8.0, "gender_accuracy": 0.9})
+    write_section(folder, AAF_TEST_SECTION, {"data": {"split": "test"},
+                                             "metrics": {"headline": {"age_mae": 7.5, "gender_accuracy": 0.95}}})
+    report = read_metrics(folder)
+    assert val_age_mae(report) == 6.0  # (4 + 6 + 8) / 3: real photos are a third ranking source
+    row = leaderboard_frame([report]).iloc[0]
+    assert row["aaf_mae"] == 7.5 and row["aaf_gender_accuracy"] == 0.95 and pd.isna(row["aaf_age_bin_macro_f1"])
+    assert section_of(report, TEST_SECTION) == clean_section()  # the other sections are kept
