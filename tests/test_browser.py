@@ -93,6 +93,7 @@ def test_before_a_photo_the_page_is_a_hint_and_after_it_every_model_with_no_side
         rows = summary_rows(page)
         assert len(rows) >= 2 and rows[0].startswith("★ ")  # the headline model first
         open_accordion(page, "Every probability")  # drawn only when opened
+        page.wait_for_selector("#face-details table")
         assert len(rows) == page.locator("#face-details table").first.locator("tbody tr").count()
         assert page.locator("#face-choice label").count() == 4 and "Found 4 faces" in page.inner_text("#photo-status")
         assert not scrolls_sideways(page)
