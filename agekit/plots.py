@@ -24,12 +24,13 @@ METRIC_LABELS = {
     "params": "parameters", "flops": "FLOPs", "name": "model", "family": "family", "input_size": "input (px)",
     "wild_detection_rate": "wild: faces detected", "wild_mae": "wild: age MAE (years)",
     "wild_age_bin_macro_f1": "wild: age-bin macro-F1", "wild_gender_accuracy": "wild: gender accuracy",
-    "wild_ethnicity_accuracy": "wild: ethnicity accuracy",
+    "wild_ethnicity_accuracy": "wild: ethnicity accuracy", "aaf_mae": "real photos (AAF): age MAE (years)",
+    "aaf_age_bin_macro_f1": "real photos (AAF): age-bin macro-F1", "aaf_gender_accuracy": "real photos (AAF): gender accuracy",
     "val_age_mae": "validation age MAE (years)", "val_age_bin_f1": "validation age-bin macro-F1",
     "val_gender_acc": "validation gender accuracy", "val_ethnicity_acc": "validation ethnicity accuracy",
     "val_loss": "validation loss", "train_loss": "training loss", "images_per_s": "training images/s",
 }
-LOWER_IS_BETTER = {"mae", "age_mae", "age_median_ae", "latency_ms", "params", "flops"}
+LOWER_IS_BETTER = {"mae", "age_mae", "age_median_ae", "wild_mae", "aaf_mae", "latency_ms", "params", "flops"}
 
 
 def metric_label(metric: str) -> str:

@@ -640,3 +640,16 @@ def test_error_toasts_go_before_the_next_result(monkeypatch: pytest.MonkeyPatch)
 def test_summary_age_shows_the_interval_when_the_model_has_one() -> None:
     assert summary.age_text(Prediction("m", age=31.4, age_lo=25.6, age_hi=38.2)) == "31 years, 26–38"
     assert summary.age_text(Prediction("m", age=31.4)) == "31 years"
+
+
+def test_testset_headline_and_leaderboard_show_the_all_age_faces_results() -> None:
+    from agekit.ui.testset import aaf_markdown, leaderboard_display
+
+    report = {"aaf_test": {"metrics": {"n": 1286, "headline": {"age_mae": 5.656, "gender_accuracy": 0.928},
+                                       "interval": {"n": 1286, "coverage": 0.759, "mean_width": 16.4}}}}
+    assert aaf_markdown(report) == ("**Real photos** (All-Age-Faces test, 1,286 faces as the app crops them; no "
+                                    "ethnicity label): age MAE 5.66 · gender 92.8% · 80 % interval covers 75.9%")
+    assert aaf_markdown({}) == ""
+    board = leaderboard_display(pd.DataFrame({"name": ["m"], "aaf_mae": [5.656], "aaf_gender_accuracy": [0.928]}))
+    assert board.to_dict("list") == {"model": ["m"], "real photos (AAF): age MAE (years)": ["5.66"],
+                                     "real photos (AAF): gender accuracy": ["92.8%"]}

@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 
 from agekit import plots
 from agekit.artifacts import (
+    AAF_TEST_SECTION,
     EVAL_DIR,
     TEST_SECTION,
     WILD_SECTION,
@@ -112,10 +113,22 @@ def headline_markdown(ev: ModelEval) -> str:
         facts.append(f"{speed['latency_ms']:.1f} ms per face on CPU")
     if facts:
         lines.append(" · ".join(facts))
-    wild = wild_markdown(ev.report)
-    if wild:
-        lines.append(wild)
+    lines += [line for line in (wild_markdown(ev.report), aaf_markdown(ev.report)) if line]
     return "\n\n".join(lines)
+
+
+def aaf_markdown(report: dict[str, Any]) -> str:
+    """'Real photos (All-Age-Faces test)' line of the headline ("" for a model without the aaf step)."""
+    section = section_of(report, AAF_TEST_SECTION)
+    if section is None:
+        return ""
+    metrics = section.get("metrics") or {}
+    headline, interval = metrics.get("headline") or {}, metrics.get("interval") or {}
+    parts = [f"{label} {fmt.format(headline[key])}" for key, label, fmt in WILD_SHOWN if headline.get(key) is not None]
+    if interval.get("coverage") is not None:
+        parts.append(f"80 % interval covers {interval['coverage']:.1%}")
+    return (f"**Real photos** (All-Age-Faces test, {metrics.get('n', 0):,} faces as the app crops them; no "
+            "ethnicity label): " + " · ".join(parts))
 
 
 WILD_SHOWN = (("age_mae", "age MAE", "{:.2f}"), ("age_bin_macro_f1", "age-bin macro-F1", "{:.1%}"),
@@ -244,8 +257,8 @@ def leaderboard_metrics(frame: pd.DataFrame) -> list[str]:
 
 # Leaderboard columns the table shows, in order: what fits a laptop screen uncut. The rest (macro-F1s, every wild
 # metric, weight files, split hashes) stays in checkpoints/leaderboard.csv and each model's headline above.
-LEADERBOARD_SHOWN = ("name", "family", "params", "flops", "input_size", "mae", "cs5", "age_bin_macro_f1",
-                     "gender_accuracy", "ethnicity_accuracy", "wild_mae", "latency_ms")
+LEADERBOARD_SHOWN = ("name", "family", "params", "mae", "cs5", "age_bin_macro_f1", "gender_accuracy",
+                     "ethnicity_accuracy", "wild_mae", "aaf_mae", "aaf_gender_accuracy", "latency_ms")
 
 
 def leaderboard_cell(column: str, value: Any) -> str:
@@ -257,7 +270,7 @@ def leaderboard_cell(column: str, value: Any) -> str:
         return f"{int(value):,}"
     if column == "flops":
         return f"{value / 1e6:,.1f} M"
-    if column in ("mae", "wild_mae", "latency_ms"):
+    if column in ("mae", "wild_mae", "aaf_mae", "latency_ms"):
         return f"{value:.2f}"
     if isinstance(value, float):
         return f"{value:.1%}"
