@@ -29,28 +29,37 @@ def training_summary(folder: Path) -> dict[str, float]:
     return {"epochs": len(log), "minutes": log["seconds"].sum() / 60, "images_per_s": log["images_per_s"].median()}
 
 
+def trained_on(card: ModelCard) -> str:
+    """'UTKFace' or 'UTKFace + AAF': the face sources a checkpoint's training saw (train_config's sources)."""
+    packs = [source["pack"] for source in (card.train_config or {}).get("sources", [])]
+    return "UTKFace + AAF" if any(pack.startswith("aaf") for pack in packs) else "UTKFace"
+
+
 def results_table(root: Path) -> str:
-    """One row per model: family, architecture, params, input, init, test metrics, training time."""
+    """One row per model: family, architecture, params, input, training data, init, UTKFace test metrics, All-Age-Faces
+    test age MAE and gender, training time."""
     board = read_leaderboard(root)
     lines = [
-        ("| model | family | architecture | params | input | initialised from | age MAE | CS@5 | 7-bin macro-F1 "
-        "| gender acc. | ethnicity acc. | ethnicity macro-F1 | epochs | CPU train time |"),
-        "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ("| model | family | architecture | params | input | trained on | initialised from | age MAE | CS@5 "
+         "| 7-bin macro-F1 | gender acc. | ethnicity acc. | AAF age MAE | AAF gender acc. | epochs | CPU train time |"),
+        "| --- | --- | --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for row in board.itertuples():
-        card = ModelCard.load(root / row.name)
+    for row in board.to_dict("records"):
+        card = ModelCard.load(root / row["name"])
         if is_consensus(card):  # no training of its own
-            epochs, train_time = "–", "– (averages its members)"
+            epochs, train_time, data = "–", "– (averages its members)", "its members'"
         else:
-            train = training_summary(root / row.name)
-            epochs, train_time = train["epochs"], f"{train['minutes']:.0f} min"
+            train = training_summary(root / row["name"])
+            epochs, train_time, data = train["epochs"], f"{train['minutes']:.0f} min", trained_on(card)
         shape = "one net per task" if not card.shared_backbone else "one shared net"
         chans = "gray " if card.in_chans == 1 else ""
+        aaf = ["–" if pd.isna(row.get(key)) else fmt.format(row[key])
+               for key, fmt in (("aaf_mae", "{:.2f}"), ("aaf_gender_accuracy", "{:.1%}"))]
         lines.append(
-            f"| `{row.name}` | {row.family} | {row.architecture} ({shape}) | {row.params / 1e6:.2f} M "
-            f"| {chans}{row.input_size} px | {init_label(row.init_source)} | {row.mae:.2f} | {row.cs5:.1%} "
-            f"| {row.age_bin_macro_f1:.1%} | {row.gender_accuracy:.1%} | {row.ethnicity_accuracy:.1%} "
-            f"| {row.ethnicity_macro_f1:.1%} | {epochs} | {train_time} |")
+            f"| `{row['name']}` | {row['family']} | {row['architecture']} ({shape}) | {row['params'] / 1e6:.2f} M "
+            f"| {chans}{row['input_size']} px | {data} | {init_label(row['init_source'])} | {row['mae']:.2f} "
+            f"| {row['cs5']:.1%} | {row['age_bin_macro_f1']:.1%} | {row['gender_accuracy']:.1%} "
+            f"| {row['ethnicity_accuracy']:.1%} | {aaf[0]} | {aaf[1]} | {epochs} | {train_time} |")
     return "\n".join(lines)
 
 

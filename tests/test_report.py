@@ -25,8 +25,16 @@ def test_results_table_reads_every_artifact(tmp_path: Path) -> None:
     rows = results_table(tmp_path).splitlines()
 
     assert len(rows) == 3
-    assert rows[2] == ("| `m1` | multitask | mobilenetv1_025 (one shared net) | 0.24 M | 112 px | w.pth | 5.52 | 58.6% "
-                       "| 60.5% | 92.1% | 81.9% | 70.7% | 2 | 3 min |")
+    assert rows[2] == ("| `m1` | multitask | mobilenetv1_025 (one shared net) | 0.24 M | 112 px | UTKFace | w.pth | 5.52 "
+                       "| 58.6% | 60.5% | 92.1% | 81.9% | – | – | 2 | 3 min |")
+    # a second source and its All-Age-Faces test columns
+    card.train_config = {"sources": [{"pack": "utkface_128.safetensors"}, {"pack": "aaf_128.safetensors"}]}
+    card.save(tmp_path / "m1")
+    board = pd.read_csv(tmp_path / "leaderboard.csv").assign(aaf_mae=6.123, aaf_gender_accuracy=0.9312)
+    board.to_csv(tmp_path / "leaderboard.csv", index=False)
+    assert results_table(tmp_path).splitlines()[2] == (
+        "| `m1` | multitask | mobilenetv1_025 (one shared net) | 0.24 M | 112 px | UTKFace + AAF | w.pth | 5.52 "
+        "| 58.6% | 60.5% | 92.1% | 81.9% | 6.12 | 93.1% | 2 | 3 min |")
 
 
 def test_init_label_drops_the_hash() -> None:
