@@ -51,7 +51,8 @@ def results_table(root: Path) -> str:
         else:
             train = training_summary(root / row["name"])
             epochs, train_time, data = train["epochs"], f"{train['minutes']:.0f} min", trained_on(card)
-        shape = "one net per task" if not card.shared_backbone else "one shared net"
+        shape = ("averaged" if is_consensus(card) else
+                 "one net per task" if not card.shared_backbone else "one shared net")
         chans = "gray " if card.in_chans == 1 else ""
         aaf = ["–" if pd.isna(row.get(key)) else fmt.format(row[key])
                for key, fmt in (("aaf_mae", "{:.2f}"), ("aaf_gender_accuracy", "{:.1%}"))]
