@@ -47,6 +47,7 @@ PREDICTION_TABLES = {TEST_SECTION: "predictions.csv", WILD_SECTION: "predictions
 PREDICTION_NAMES = {TEST_SECTION: "test-set predictions", WILD_SECTION: "wild-photo predictions",
                     AAF_TEST_SECTION: "All-Age-Faces test predictions"}
 RUN_COMMAND = "python -m evaluation.run --models {model}"
+PREDICTION_DIGITS = 7  # float32 outputs carry ~7 significant digits; --check compares to 1e-4 of a number's size
 LEADERBOARD_COLUMNS = (
     "name", "family", "architecture", "params", "flops", "input_size", "init_source", "mae", f"cs{CS_YEARS}",
     "age_bin_macro_f1", "gender_accuracy", "ethnicity_accuracy", "ethnicity_macro_f1", "wild_detection_rate",
@@ -203,8 +204,10 @@ def predictions_path(root: str | os.PathLike[str], model: str, section: str = TE
 
 def write_predictions(root: str | os.PathLike[str], model: str, frame: pd.DataFrame,
                       section: str = TEST_SECTION) -> Path:
-    """One row per face, columns as `agekit.metrics.predictions_frame`; atomic."""
-    return write_atomic(predictions_path(root, model, section), frame.to_csv(index=False))
+    """One row per face, columns as `agekit.metrics.predictions_frame`, numbers to PREDICTION_DIGITS significant
+    digits (the files travel with the working tree: full float text doubled their size); atomic."""
+    return write_atomic(predictions_path(root, model, section),
+                        frame.to_csv(index=False, float_format=f"%.{PREDICTION_DIGITS}g"))
 
 
 def read_predictions(root: str | os.PathLike[str], model: str, section: str = TEST_SECTION) -> pd.DataFrame:
