@@ -27,6 +27,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from agekit.data.aaf import (
     DEFAULT_AAF_MANIFEST,
@@ -187,6 +188,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def write_split(frame: pd.DataFrame, out: Path) -> None:
+    """Write a split manifest and print its table and hash (the split commands' output)."""
+    digest = write_manifest(frame, out)
+    print(describe_split(frame))
+    print(f"wrote {out} ({len(frame):,} rows), sha256 {digest}")
+
+
+def split_names(text: str) -> list[str]:
+    """'train, val' → ['train', 'val'] (the --splits option)."""
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
 def run_audit(args: argparse.Namespace) -> None:
     root = resolve_data_root(args.path)
     rule = NearDuplicateRule(args.max_hash_distance, args.min_correlation)
@@ -201,16 +214,14 @@ def run_split(args: argparse.Namespace) -> None:
     rule = NearDuplicateRule(args.max_hash_distance, args.min_correlation)
     frame, _ = split_folder(root, seed=args.seed, val=args.val, test=args.test, rule=rule, workers=args.workers,
                             progress=not args.quiet)
-    digest = write_manifest(frame, args.out)
-    print(describe_split(frame))
-    print(f"wrote {args.out} ({len(frame):,} rows), sha256 {digest}")
+    write_split(frame, args.out)
 
 
 def run_pack(args: argparse.Namespace) -> None:
     root = resolve_data_root(args.path)
     manifest = load_manifest(args.manifest)
     out = args.out or Path(f"packs/utkface_{args.size}.safetensors")
-    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+    splits = split_names(args.splits)
     summary = write_pack(root, manifest, out, size=args.size, codec=args.codec, quality=args.quality,
                          splits=splits, workers=args.workers, progress=not args.quiet)
     print(f"wrote {summary.path}: {summary.images:,} images, {summary.file_bytes / 1e6:.1f} MB "
@@ -262,16 +273,14 @@ def run_codecs(args: argparse.Namespace) -> None:
 def run_aaf_split(args: argparse.Namespace) -> None:
     frame = split_aaf(resolve_aaf_root(args.path), seed=args.seed, val=args.val, test=args.test,
                       workers=args.workers, progress=not args.quiet)
-    digest = write_manifest(frame, args.out)
-    print(describe_split(frame))
-    print(f"wrote {args.out} ({len(frame):,} rows), sha256 {digest}")
+    write_split(frame, args.out)
 
 
 def run_aaf_pack(args: argparse.Namespace) -> None:
     root = resolve_aaf_root(args.path)
     manifest = load_manifest(args.manifest)
     out = args.out or Path(f"packs/aaf_{args.size}.safetensors")
-    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+    splits = split_names(args.splits)
     import torch
 
     torch.set_num_threads(1)  # one detector per worker thread, one torch thread each (as the app runs MTCNN)
