@@ -63,6 +63,12 @@ class ModelCard:
         """The model's calibrated age interval rule, or None when it has none."""
         return AgeInterval.from_dict(self.age_interval) if self.age_interval else None
 
+    def data_sources(self) -> tuple[str, ...]:
+        """The face datasets the training saw: ('UTKFace',) or ('UTKFace', 'All-Age-Faces') (train_config's
+        sources, by pack name: `python -m agekit.data aaf-pack` names its packs aaf_*)."""
+        packs = [source["pack"] for source in (self.train_config or {}).get("sources", [])]
+        return ("UTKFace", "All-Age-Faces") if any(p.startswith("aaf") for p in packs) else ("UTKFace",)
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from agekit.artifacts import VAL_SECTION, WILD_SECTION, section_of
+from agekit.artifacts import VAL_SECTION, WILD_SECTION, aaf_headline, section_of
 from agekit.card import ModelCard
 
 REPOSITORY = "agekit"
@@ -34,24 +34,30 @@ def _value(value: float | None, share: bool) -> str:
     return f"{value:.1%}" if share else f"{value:.2f}"
 
 
-def front_matter(card: ModelCard, headline: dict[str, Any]) -> dict[str, Any]:
-    """The YAML metadata: licence, dataset, tags and the test metrics as a model-index."""
-    metrics = [{"type": kind, "name": label, "value": round(float(headline[key]), 4)}
-               for key, kind, label, _ in HEADLINE_ROWS if headline.get(key) is not None]
+def front_matter(card: ModelCard, headline: dict[str, Any], aaf: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The YAML metadata: licence, datasets, tags and the test metrics (UTKFace, and All-Age-Faces' real photos
+    when `aaf` holds its test headline) as a model-index."""
+    def metrics(values: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{"type": kind, "name": label, "value": round(float(values[key]), 4)}
+                for key, kind, label, _ in HEADLINE_ROWS if values.get(key) is not None]
+
+    task = {"type": "image-classification", "name": "age, gender and ethnicity from a face"}
+    results = [{"task": task, "dataset": {"type": "UTKFace", "name": "UTKFace, agekit grouped split (test)",
+                                         "split": "test"}, "metrics": metrics(headline)}]
+    if aaf:
+        results.append({"task": task, "dataset": {"type": "All-Age-Faces", "split": "test",
+                                                  "name": "All-Age-Faces, agekit grouped split (test, real photos)"},
+                        "metrics": metrics(aaf)})
     return {
         "license": "other",
         "license_name": "utkface-non-commercial-research",
         "license_link": "https://susanqq.github.io/UTKFace/",
         "library_name": "pytorch",
         "pipeline_tag": "image-classification",
-        "datasets": ["UTKFace"],
+        "datasets": list(card.data_sources()),
         "tags": [REPOSITORY, "age-estimation", "gender-classification", "ethnicity-classification", "face",
                  card.family, card.architecture, "safetensors"],
-        "model-index": [{"name": card.name, "results": [{
-            "task": {"type": "image-classification", "name": "age, gender and ethnicity from a face"},
-            "dataset": {"type": "UTKFace", "name": "UTKFace, agekit grouped split (test)", "split": "test"},
-            "metrics": metrics,
-        }]}],
+        "model-index": [{"name": card.name, "results": results}],
     }
 
 
@@ -74,7 +80,7 @@ def model_card_text(card: ModelCard, report: dict[str, Any], log: pd.DataFrame) 
     train = card.train_config
     result = train.get("result") or {}
     lines = [
-        "---", yaml.safe_dump(front_matter(card, headline), sort_keys=False, allow_unicode=True).rstrip(), "---", "",
+        "---", yaml.safe_dump(front_matter(card, headline, aaf_headline(report)), sort_keys=False, allow_unicode=True).rstrip(), "---", "",
         f"# {card.name}", "",
         (f"Predicts **{', '.join(card.tasks)}** from an aligned face crop: `{card.architecture}` ({shape}, "
         f"{model['params']:,} parameters, {model['flops'] / 1e6:.1f} MFLOPs per face at {card.input_size} px"

@@ -29,12 +29,6 @@ def training_summary(folder: Path) -> dict[str, float]:
     return {"epochs": len(log), "minutes": log["seconds"].sum() / 60, "images_per_s": log["images_per_s"].median()}
 
 
-def trained_on(card: ModelCard) -> str:
-    """'UTKFace' or 'UTKFace + AAF': the face sources a checkpoint's training saw (train_config's sources)."""
-    packs = [source["pack"] for source in (card.train_config or {}).get("sources", [])]
-    return "UTKFace + AAF" if any(pack.startswith("aaf") for pack in packs) else "UTKFace"
-
-
 def results_table(root: Path) -> str:
     """One row per model: family, architecture, params, input, training data, init, UTKFace test metrics, All-Age-Faces
     test age MAE and gender, training time."""
@@ -50,7 +44,7 @@ def results_table(root: Path) -> str:
             epochs, train_time, data = "–", "– (averages its members)", "its members'"
         else:
             train = training_summary(root / row["name"])
-            epochs, train_time, data = train["epochs"], f"{train['minutes']:.0f} min", trained_on(card)
+            epochs, train_time, data = train["epochs"], f"{train['minutes']:.0f} min", " + ".join(card.data_sources()).replace("All-Age-Faces", "AAF")
         shape = ("averaged" if is_consensus(card) else
                  "one net per task" if not card.shared_backbone else "one shared net")
         chans = "gray " if card.in_chans == 1 else ""
