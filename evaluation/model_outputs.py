@@ -13,7 +13,6 @@ members' averaged (`member_outputs`), never cached.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,8 @@ from agekit.artifacts import file_sha256
 from agekit.card import ModelCard
 from agekit.checkpoint import MODEL_FILE, load_checkpoint
 from agekit.consensus import ConsensusSpec, average_outputs, is_consensus
-from agekit.data import FaceTensors, load_folder, load_manifest, load_pack
+from agekit.data import FaceTensors, load_folder, load_manifest
+from agekit.data.aaf import load_aaf_faces
 from agekit.faces import ALIGN_FACES, FaceDetector
 from agekit.predict import FLIP_AVERAGE
 from evaluation import wild
@@ -33,8 +33,6 @@ from evaluation.evaluate import DECODE_SIZE, predict_probabilities
 
 CACHE_DIR = Path("runs/outputs")
 CLEAN, RENDERED, AAF = "utkface_clean", "utkface_rendered", "aaf"
-AAF_PACK_ENV = "AGEKIT_AAF_PACK"  # the All-Age-Faces pack (python -m agekit.data aaf-pack), default below
-AAF_PACK = Path("packs/aaf_128.safetensors")
 
 
 @dataclass
@@ -81,19 +79,11 @@ def utkface_sets(faces: FaceTensors, crops: wild.WildCrops, split: str, rendered
     ]
 
 
-def aaf_pack() -> Path:
-    """Where the All-Age-Faces pack is: $AGEKIT_AAF_PACK, else packs/aaf_128.safetensors (it may not exist)."""
-    return Path(os.environ.get(AAF_PACK_ENV) or AAF_PACK)
-
-
 def aaf_face_sets(split: str, data: str | None = None, manifest: str | None = None) -> list[FaceSet]:
-    """The split's All-Age-Faces faces from their pack ($AGEKIT_AAF_PACK, default packs/aaf_128.safetensors), cropped
-    by the app's face path when packed; age and gender only (AAF has no ethnicity label)."""
-    path = aaf_pack()
-    if not path.is_file():
-        raise ValueError(f"no All-Age-Faces pack at {path}: build it with `python -m agekit.data aaf-pack` or set "
-                         f"{AAF_PACK_ENV}, or leave 'aaf' out of --sources")
-    faces = load_pack(path, split)
+    """The split's All-Age-Faces faces from their pack (`agekit.data.aaf.load_aaf_faces`: $AGEKIT_AAF_PACK, default
+    packs/aaf_128.safetensors, checked against the shipped AAF manifest), cropped by the app's face path when packed;
+    age and gender only (AAF has no ethnicity label)."""
+    faces = load_aaf_faces(split)
     truth = {task: getattr(faces, task).numpy() for task in ("age", "gender")}
     key = f"aaf_{split}_{faces.manifest_hash[:12]}_{faces.images.shape[-1]}"
     return [FaceSet(AAF, split, list(faces.files), truth, faces.images, key)]
@@ -158,6 +148,6 @@ def build_face_sets(split: str, sources: Sequence[str], data: str | None = None,
     return [face_set for source in sources for face_set in FACE_SET_BUILDERS[source](split, data, manifest)]
 
 
-__all__ = ["AAF", "CLEAN", "FACE_SET_BUILDERS", "RENDERED", "FaceSet", "FaceSetOutputs", "FaceSetSource", "aaf_face_sets", "aaf_pack", "build_face_sets",
+__all__ = ["AAF", "CLEAN", "FACE_SET_BUILDERS", "RENDERED", "FaceSet", "FaceSetOutputs", "FaceSetSource", "aaf_face_sets", "build_face_sets",
            "collect_outputs", "member_outputs", "network_outputs", "source_face_sets", "utkface_face_sets",
            "utkface_sets"]

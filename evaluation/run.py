@@ -87,6 +87,7 @@ from agekit.card import ModelCard
 from agekit.checkpoint import LoadedModel
 from agekit.consensus import ConsensusSpec, consensus_folders, is_consensus
 from agekit.data import FaceTensors, SplitManifest, load_folder, load_manifest, load_pack, resolve_data_root
+from agekit.data.aaf import aaf_pack_path
 from agekit.faces import ALIGN_FACES, FaceDetector
 from agekit.labels import get_age_bins
 from agekit.metrics import compute_metrics, predictions_frame
@@ -443,7 +444,7 @@ def face_sets(run: PipelineRun, split: str) -> list[model_outputs.FaceSet]:
     faces, crops = run.faces(split), run.crops(split)
     sets = model_outputs.utkface_sets(faces, crops, split, wild.cache_key(split, run.options.seed,
                                                                           faces.manifest_hash, run.detector))
-    if model_outputs.aaf_pack().is_file():
+    if aaf_pack_path().is_file():
         sets += model_outputs.aaf_face_sets(split)
     return sets
 
@@ -482,8 +483,8 @@ def aaf_step(run: PipelineRun) -> None:
     """Every model (and, without --models, the consensus) on All-Age-Faces' real photos as the app crops them (the
     AAF pack): val → metrics.json "aaf_val" (a ranking source), test → "aaf_test" and predictions_aaf.csv. Age and
     gender only: AAF has no ethnicity label. Skipped, saying so, when the pack has not been built."""
-    if not model_outputs.aaf_pack().is_file():
-        print(f"aaf: skipped, no All-Age-Faces pack at {model_outputs.aaf_pack()} (python -m agekit.data aaf-pack)")
+    if not aaf_pack_path().is_file():
+        print(f"aaf: skipped, no All-Age-Faces pack at {aaf_pack_path()} (python -m agekit.data aaf-pack)")
         return
     cards = [m.card for m in run.models]
     if not run.options.models:
@@ -502,7 +503,7 @@ def aaf_step(run: PipelineRun) -> None:
                 run.store.put_section(card.name, section, {"n": metrics["n"], **metrics["headline"]})
                 continue
             run.store.put_section(card.name, section, {"data": {"source": "All-Age-Faces", "split": split,
-                                                                "pack": model_outputs.aaf_pack().name},
+                                                                "pack": aaf_pack_path().name},
                                                        "metrics": metrics})
             run.store.put_predictions(card.name, frame, section)
             print(f"{card.name}: All-Age-Faces test " + ", ".join(f"{key}={value:.3f}" for key, value in

@@ -20,12 +20,13 @@ from agekit.artifacts import (
     write_section,
 )
 from agekit.card import ModelCard
+from agekit.data.aaf import PACK_ENV_VAR as AAF_PACK_ENV
 from agekit.labels import NUM_AGES
 from agekit.metrics import predictions_frame
 from agekit.predict import ConsensusModel, ModelZoo
 from evaluation.consensus import evaluate_consensus, fit_consensus, write_card, write_results
 from evaluation.intervals import fit_model_interval, write_test_intervals
-from evaluation.model_outputs import AAF_PACK_ENV, CLEAN, RENDERED, FaceSetOutputs, build_face_sets
+from evaluation.model_outputs import CLEAN, RENDERED, FaceSetOutputs, build_face_sets
 
 AGES = np.arange(NUM_AGES)
 

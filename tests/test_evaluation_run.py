@@ -26,13 +26,13 @@ from agekit.artifacts import (
 )
 from agekit.card import ModelCard
 from agekit.data import load_manifest, write_manifest
+from agekit.data.aaf import PACK_ENV_VAR as AAF_PACK_ENV
 from agekit.data.split import MANIFEST_COLUMNS
 from agekit.faces import UTK_LANDMARKS, FaceDetector
 from agekit.training_log import LOG_FILE, write_log
 from agekit.ui import testset
 from agekit.ui.model_info import committed_metrics, ranking_mae
 from evaluation import flip_ablation, run, wild
-from evaluation.model_outputs import AAF_PACK_ENV
 from evaluation.run import CHECK_TOLERANCE, STEPS, WILD_TOLERANCE, differences
 
 BROKEN = "33_1_2_20170104000000099.jpg.chip.jpg"  # a test file whose bytes are not a JPEG

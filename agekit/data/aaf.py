@@ -173,10 +173,15 @@ class AlignedFaceReader:
 
 
 
+def aaf_pack_path(pack: str | os.PathLike[str] | None = None) -> Path:
+    """Where the AAF pack is: `pack`, else $AGEKIT_AAF_PACK, else DEFAULT_AAF_PACK (it may not exist)."""
+    return Path(pack or os.environ.get(PACK_ENV_VAR) or DEFAULT_AAF_PACK)
+
+
 def load_aaf_faces(split: str, pack: str | os.PathLike[str] | None = None) -> FaceTensors:
-    """One split of the AAF pack (`pack`, else $AGEKIT_AAF_PACK, else DEFAULT_AAF_PACK): faces as the app crops
-    them, checked against the shipped AAF manifest. Raises AAFError saying how to build a missing pack."""
-    path = Path(pack or os.environ.get(PACK_ENV_VAR) or DEFAULT_AAF_PACK)
+    """One split of the AAF pack (`aaf_pack_path`): faces as the app crops them, checked against the shipped AAF
+    manifest. Raises AAFError saying how to build a missing pack."""
+    path = aaf_pack_path(pack)
     if not path.is_file():
         raise AAFError(f"All-Age-Faces pack {str(path)!r} not found; build it with: python -m agekit.data aaf-pack "
                        f"AAF_PATH --out {path} (or set {PACK_ENV_VAR})")
