@@ -12,14 +12,15 @@ import torch
 import yaml
 from torch import nn
 
-from agekit import engine
 from agekit.checkpoint import load_checkpoint
 from agekit.data.dataset import FaceTensors
 from agekit.engine import (
     TrainConfig,
+    build_model,
     epoch_indices,
     evaluate,
     fit,
+    loop,
     lr_factor,
     shard,
     stratum_weights,
@@ -131,7 +132,7 @@ def test_lr_schedules() -> None:
 def test_frozen_epochs_train_only_the_heads() -> None:
     train, val = colour_coded_faces(32), colour_coded_faces(16, seed=1)
     torch.manual_seed(0)
-    model = engine.build_model(tiny_config())
+    model = build_model(tiny_config())
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     result = fit(tiny_config(epochs=1, frozen_epochs=1), train, val, model=model)
     after = result.model.state_dict()
@@ -151,7 +152,7 @@ def _scripted_evaluate(monkeypatch, val_losses: dict[str, list[float]], snapshot
         metrics = {f"val_{task}_loss": losses[epoch] for task, losses in val_losses.items()}
         return {"val_loss": sum(metrics.values()), **metrics}
 
-    monkeypatch.setattr(engine, "evaluate", fake_evaluate)
+    monkeypatch.setattr(loop, "evaluate", fake_evaluate)
 
 
 def test_early_stopping_keeps_the_best_epoch(monkeypatch) -> None:
@@ -182,7 +183,7 @@ def test_resume_repeats_the_uninterrupted_run_exactly(tmp_path, monkeypatch) -> 
     config = tiny_config(epochs=3, augment=True, loss_weighting="uncertainty", head_dropout=0.3)
     reference = fit(config, train, val, out_dir=tmp_path / "straight")
 
-    real_train_one_epoch, calls = engine.train_one_epoch, []
+    real_train_one_epoch, calls = loop.train_one_epoch, []
 
     def crash_in_third_epoch(*args, **kwargs):
         calls.append(1)
@@ -190,10 +191,10 @@ def test_resume_repeats_the_uninterrupted_run_exactly(tmp_path, monkeypatch) -> 
             raise KeyboardInterrupt("simulated crash")
         return real_train_one_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "train_one_epoch", crash_in_third_epoch)
+    monkeypatch.setattr(loop, "train_one_epoch", crash_in_third_epoch)
     with pytest.raises(KeyboardInterrupt):
         fit(config, train, val, out_dir=tmp_path / "resumed")
-    monkeypatch.setattr(engine, "train_one_epoch", real_train_one_epoch)
+    monkeypatch.setattr(loop, "train_one_epoch", real_train_one_epoch)
     resumed = fit(config, train, val, out_dir=tmp_path / "resumed", resume=True)
 
     expected, state = reference.model.state_dict(), resumed.model.state_dict()
@@ -211,14 +212,14 @@ def test_resume_repeats_the_uninterrupted_run_exactly(tmp_path, monkeypatch) -> 
 
 def test_time_limit_stops_before_an_epoch_that_would_overrun_it(tmp_path, monkeypatch) -> None:
     now = [0.0]
-    monkeypatch.setattr(engine, "time", type("Clock", (), {"perf_counter": staticmethod(lambda: now[0])}))
-    real_train_one_epoch = engine.train_one_epoch
+    monkeypatch.setattr(loop, "time", type("Clock", (), {"perf_counter": staticmethod(lambda: now[0])}))
+    real_train_one_epoch = loop.train_one_epoch
 
     def ten_seconds_per_epoch(*args, **kwargs):
         now[0] += 10.0
         return real_train_one_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "train_one_epoch", ten_seconds_per_epoch)
+    monkeypatch.setattr(loop, "train_one_epoch", ten_seconds_per_epoch)
     train, val = colour_coded_faces(32), colour_coded_faces(8, seed=1)
     result = fit(tiny_config(epochs=5, time_limit_s=25, save_resume=False), train, val, out_dir=tmp_path)
     assert len(result.history) == 2 and result.out_of_time and not result.stopped_early  # 20 s + 10 s > 25 s
