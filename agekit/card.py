@@ -8,30 +8,19 @@ from pathlib import Path
 from typing import Any
 
 from agekit.intervals import AgeInterval
-from agekit.labels import DEFAULT_AGE_BINS, AgeBins, check_tasks, get_age_bins
+from agekit.labels import DEFAULT_AGE_BINS, AgeBins, get_age_bins
+from agekit.model_spec import ModelSpec
 
 # "consensus": no weights of its own, it averages other checkpoints' outputs (agekit.consensus)
 FAMILIES = ("scratch", "pretrained", "multitask", "consensus")
 
 
-@dataclass
-class ModelCard:
-    """Architecture, preprocessing and provenance of a checkpoint.
-
-    `architecture` + `architecture_kwargs` + `tasks` + `shared_backbone` are exactly what
-    `agekit.models.create_model` needs to rebuild the network before loading weights.
-    """
+@dataclass(kw_only=True)
+class ModelCard(ModelSpec):
+    """Architecture and preprocessing (the ModelSpec fields) and provenance of a checkpoint."""
 
     name: str  # folder name under checkpoints/, e.g. "scratch_facecnn"
     family: str  # one of FAMILIES, for the app's "scratch vs pretrained vs multitask" view
-    architecture: str  # registry name, e.g. "facecnn", "mobilenetv1_025", "timm/resnet18"
-    tasks: tuple[str, ...]
-    shared_backbone: bool = True  # False: one backbone per task (a bundle of single-task nets)
-    architecture_kwargs: dict[str, Any] = field(default_factory=dict)
-    input_size: int = 64  # square side in pixels fed to the network
-    in_chans: int = 3  # 1 = grayscale input
-    mean: tuple[float, ...] = (0.5, 0.5, 0.5)  # per-channel normalisation on [0, 1] pixels
-    std: tuple[float, ...] = (0.5, 0.5, 0.5)
     age_bins: str = DEFAULT_AGE_BINS.spec  # scheme used for bin metrics and the UI's bin bar
     age_bin_log_offsets: tuple[float, ...] = ()  # bin-aware decision chosen on val (evaluation.bin_decision)
     # 80 % age interval calibrated on val (AgeInterval.to_dict, evaluation.intervals); {} = none yet
@@ -45,15 +34,12 @@ class ModelCard:
     format_version: int = 1
 
     def __post_init__(self) -> None:
-        self.tasks = check_tasks(tuple(self.tasks))
+        super().__post_init__()
         if self.family not in FAMILIES:
             raise ValueError(f"model family {self.family!r} is not one of {FAMILIES}")
-        self.mean, self.std = tuple(self.mean), tuple(self.std)
         self.age_bin_log_offsets = tuple(self.age_bin_log_offsets)
         self.age_bin_scheme()  # offsets must fit the bins
         self.interval()  # a stored interval must parse
-        if len(self.mean) != self.in_chans or len(self.std) != self.in_chans:
-            raise ValueError(f"mean/std need {self.in_chans} values for in_chans={self.in_chans}")
 
     def age_bin_scheme(self) -> AgeBins:
         """The model's age bins with its bin-aware decision: use this to turn age probabilities into bins."""

@@ -7,7 +7,7 @@ serving does (to_model_input). Every epoch writes `resume.pt` (weights, optimize
 state) and `training_log.csv` into `out_dir`. Under `torchrun` (WORLD_SIZE>1) the same code runs DDP:
 indices are sharded per rank, gradients averaged, and only rank 0 writes files.
 
-    config.py       TrainConfig, build_model
+    config.py       TrainConfig (a ModelSpec plus how to train it), build_model
     runtime.py      the device and the DDP process group
     sampling.py     images on the device, sampling and class weights, epoch order, shards, seeds
     optim.py        loss, optimizer param groups, lr schedule

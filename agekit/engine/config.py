@@ -7,28 +7,26 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from agekit.card import ModelCard
-from agekit.labels import TASKS, check_tasks, get_age_bins
+from agekit.labels import TASKS, get_age_bins
 from agekit.losses import DEFAULT_TASK_WEIGHTS
+from agekit.model_spec import ModelSpec
 from agekit.models import FaceModel, create_model
 
 
 @dataclass
-class TrainConfig:
-    """Everything that defines a training run, as plain values (stored in the ModelCard's train_config)."""
+class TrainConfig(ModelSpec):
+    """Everything that defines a training run, as plain values (stored in the ModelCard's train_config).
 
-    # model
+    The model and its input are the ModelSpec fields (a bundle, shared_backbone=False, trains its independent
+    backbones on the summed loss); the rest says how it is trained.
+    """
+
+    # model (the ModelSpec fields without a default get one here)
     architecture: str = "facecnn"
-    architecture_kwargs: dict[str, Any] = field(default_factory=dict)
     tasks: tuple[str, ...] = TASKS
-    shared_backbone: bool = True  # False: an independent backbone per task, trained on the summed loss
     pretrained: bool = False
     pretrained_weights: str | None = None  # local weights file (implies pretrained)
     head_dropout: float = 0.2
-    # input (must match what serving feeds: see agekit.data.transforms.to_model_input)
-    input_size: int = 64  # pixels
-    in_chans: int = 3  # 1 = grayscale
-    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
-    std: tuple[float, ...] = (0.5, 0.5, 0.5)
     # optimisation
     epochs: int = 20
     batch_size: int = 128  # per process under DDP
@@ -76,15 +74,12 @@ class TrainConfig:
                     setattr(self, f.name, float(value) if f.type == "float" else int(value))
                 except ValueError:
                     raise ValueError(f"{f.name} must be a number, got {value!r}") from None
-        self.tasks = check_tasks(tuple(self.tasks))
-        self.mean, self.std = tuple(float(v) for v in self.mean), tuple(float(v) for v in self.std)
+        super().__post_init__()
         choices = {"optimizer": ("adamw", "nadam"), "scheduler": ("cosine", "onecycle", "constant"),
                    "loss_weighting": ("fixed", "uncertainty"), "sampler_strata": ("age_bin", "age_bin_ethnicity")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if len(self.mean) != self.in_chans or len(self.std) != self.in_chans:
-            raise ValueError(f"mean/std need {self.in_chans} values for in_chans={self.in_chans}")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
@@ -104,10 +99,8 @@ class TrainConfig:
 
     def preprocessing_card(self, name: str = "training", family: str = "scratch") -> ModelCard:
         """A ModelCard carrying this run's preprocessing (input_size, in_chans, mean, std) and model identity."""
-        return ModelCard(name=name, family=family, architecture=self.architecture, tasks=self.tasks,
-                         shared_backbone=self.shared_backbone, architecture_kwargs=self.model_kwargs(),
-                         input_size=self.input_size, in_chans=self.in_chans, mean=self.mean, std=self.std,
-                         age_bins=get_age_bins(self.age_bins).spec)
+        spec = {**self.spec_values(), "architecture_kwargs": self.model_kwargs()}
+        return ModelCard(name=name, family=family, age_bins=get_age_bins(self.age_bins).spec, **spec)
 
 
 def build_model(config: TrainConfig) -> FaceModel:

@@ -13,10 +13,9 @@ from torch import nn
 
 from agekit.engine.config import TrainConfig
 from agekit.engine.stopping import EarlyStopping
+from agekit.model_spec import IDENTITY_FIELDS
 
 RESUME_FILE = "resume.pt"
-# the config fields that fix the weights' layout: a resume state only loads into a model that agrees on all of them
-IDENTITY_KEYS = ("architecture", "architecture_kwargs", "tasks", "shared_backbone", "in_chans", "input_size")
 
 
 def save_resume_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -36,7 +35,7 @@ def load_resume_state(path: Path, config: TrainConfig) -> dict[str, Any]:
     """resume.pt written by an earlier run of the same model (weights_only: plain tensors and numbers)."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     previous = state.get("config", {})
-    changed = [k for k in IDENTITY_KEYS if k in previous and previous[k] != asdict(config)[k]
+    changed = [k for k in IDENTITY_FIELDS if k in previous and previous[k] != asdict(config)[k]
                and not (isinstance(previous[k], (list, tuple)) and tuple(previous[k]) == tuple(asdict(config)[k]))]
     if changed:
         raise ValueError(f"{path} was written for a different model ({', '.join(changed)} differ); "
