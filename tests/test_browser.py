@@ -20,6 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 MULTI_FACE = "multi_face_composite.jpg"
 WIDTHS = (1280, 390)  # a laptop and a phone
 
+pytestmark = pytest.mark.slow  # starts the app and a browser: minutes, not seconds
+
 
 def browser_missing() -> str:
     """Why the browser tests cannot run here ('' when they can)."""
