@@ -11,7 +11,7 @@ Split policy (`split_aaf`; the file number is the only identifier and one person
   straddles two splits;
 - byte-identical copies and near-duplicates (the UTKFace audit's rule: pHash ≤ 8 bits and thumbnail r ≥ 0.96)
   join their blocks into one unit; a unit whose files carry different labels is excluded whole;
-- units are assigned to train/val/test stratified by UTK7 age bin × gender, with `split._allocate`.
+- units are assigned to train/val/test stratified by UTK7 age bin × gender, with `split.allocate_splits`.
 
 Faces reach the pack through the app's own face path (`aligned_face`: load_image → FaceDetector.detect with
 assume_cropped, largest face, the 200 px UTKFace-framed crop), so training sees what serving sees.
@@ -32,14 +32,14 @@ import pandas as pd
 from agekit.data.audit import (
     DEFAULT_RULE,
     NearDuplicateRule,
-    _near_candidates,
-    _select,
     connected_groups,
     exact_duplicate_groups,
+    near_duplicate_candidates,
     scan_folder,
+    select_near_pairs,
 )
 from agekit.data.dataset import FaceTensors, load_pack
-from agekit.data.split import EXCLUDED, MANIFEST_COLUMNS, _allocate, _check_fractions, _strata, load_manifest
+from agekit.data.split import EXCLUDED, MANIFEST_COLUMNS, allocate_splits, check_fractions, load_manifest, stratum_keys
 from agekit.data.utkface import resize_face
 from agekit.labels import ETHNICITY_UNKNOWN, GENDER_NAMES, NUM_AGES
 
@@ -114,7 +114,7 @@ def assign_aaf_splits(records: Sequence[AAFRecord], exact_groups: Sequence[Seque
                       seed: int = 0, val: float = 0.1, test: float = 0.1) -> pd.DataFrame:
     """The manifest table (split.MANIFEST_COLUMNS, ethnicity ETHNICITY_UNKNOWN) under the module's policy.
     Needs no image access: tested on metadata alone."""
-    _check_fractions(val, test)
+    check_fractions(val, test)
     unreadable = dict(unreadable or {})
     by_file = {r.file: r for r in records}
     files = sorted(by_file)
@@ -137,8 +137,8 @@ def assign_aaf_splits(records: Sequence[AAFRecord], exact_groups: Sequence[Seque
     labels = [(by_file[u[0]].age, by_file[u[0]].gender, ETHNICITY_UNKNOWN) for u in units]
     sizes = [len(u) for u in units]
     min_files = int(np.ceil(1 / min(f for f in (val, test) if f > 0))) if val or test else 1
-    for unit, split in zip(units, _allocate(sizes, _strata(labels, sizes, min_files), val, test,
-                                             np.random.default_rng(seed))):
+    for unit, split in zip(units, allocate_splits(sizes, stratum_keys(labels, sizes, min_files), val, test,
+                                                  np.random.default_rng(seed))):
         for file in unit:
             rows[file]["split"] = split
     return pd.DataFrame([rows[f] for f in files], columns=list(MANIFEST_COLUMNS))
@@ -149,7 +149,7 @@ def split_aaf(root: Path, seed: int = 0, val: float = 0.1, test: float = 0.1, ru
     """Read every AAF image (hash, decode, thumbnail), find copies and split: the manifest table."""
     records = read_labels(root)
     scans = scan_folder(root / IMAGES_DIR, [r.file for r in records], workers=workers, progress=progress)
-    near = _select(_near_candidates(scans, rule.max_hash_distance), rule)
+    near = select_near_pairs(near_duplicate_candidates(scans, rule.max_hash_distance), rule)
     unreadable = {s.file: s.error for s in scans if s.error is not None}
     return assign_aaf_splits(records, exact_duplicate_groups(scans), [(p.a, p.b) for p in near], unreadable,
                              seed=seed, val=val, test=test)

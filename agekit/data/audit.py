@@ -229,7 +229,7 @@ def exact_duplicate_groups(scans: Sequence[FileScan]) -> list[list[str]]:
 
 
 @dataclass(frozen=True)
-class _Candidates:
+class NearCandidates:
     """Near-duplicate candidates among one representative file per distinct content."""
 
     files: list[str]
@@ -238,7 +238,7 @@ class _Candidates:
     correlation: np.ndarray  # (M,)
 
 
-def _near_candidates(scans: Sequence[FileScan], max_hash_distance: int, chunk: int = 8192) -> _Candidates:
+def near_duplicate_candidates(scans: Sequence[FileScan], max_hash_distance: int, chunk: int = 8192) -> NearCandidates:
     """pHash pairs within `max_hash_distance` bits plus their thumbnail correlation, one file per content."""
     seen: set[str] = set()
     unique = []
@@ -248,7 +248,7 @@ def _near_candidates(scans: Sequence[FileScan], max_hash_distance: int, chunk: i
             unique.append(scan)
     if len(unique) < 2:
         empty = np.zeros(0)
-        return _Candidates([s.file for s in unique], np.zeros((0, 2), dtype=np.int64), empty, empty)
+        return NearCandidates([s.file for s in unique], np.zeros((0, 2), dtype=np.int64), empty, empty)
     thumbs = np.stack([s.thumbnail for s in unique]).astype(np.float32)
     hashes = phash_from_thumbnails(thumbs)
     pairs = near_pairs(hashes, max_hash_distance)
@@ -260,23 +260,24 @@ def _near_candidates(scans: Sequence[FileScan], max_hash_distance: int, chunk: i
         np.einsum("ij,ij->i", flat[pairs[s:s + chunk, 0]], flat[pairs[s:s + chunk, 1]])
         for s in range(0, len(pairs), chunk)
     ]) if len(pairs) else np.zeros(0, dtype=np.float32)
-    return _Candidates([s.file for s in unique], pairs, distance, corr.astype(np.float64))
+    return NearCandidates([s.file for s in unique], pairs, distance, corr.astype(np.float64))
 
 
-def _select(cand: _Candidates, rule: NearDuplicateRule) -> list[NearPair]:
+def select_near_pairs(cand: NearCandidates, rule: NearDuplicateRule) -> list[NearPair]:
+    """The candidate pairs that `rule` calls near-duplicates (hash distance and thumbnail correlation)."""
     keep = cand.hash_distance <= rule.max_hash_distance
     keep &= cand.correlation >= rule.min_correlation
     return [NearPair(cand.files[i], cand.files[j], int(d), round(float(r), 4))
             for (i, j), d, r in zip(cand.pairs[keep], cand.hash_distance[keep], cand.correlation[keep])]
 
 
-def near_duplicate_sweep(cand: _Candidates, correlations: Sequence[float | None]) -> list[dict]:
+def near_duplicate_sweep(cand: NearCandidates, correlations: Sequence[float | None]) -> list[dict]:
     """How many near-duplicate groups (beyond byte-identical copies) each threshold setting finds."""
     rows = []
     for distance in SWEEP_DISTANCES:
         for min_corr in correlations:
             rule = NearDuplicateRule(distance, -2.0 if min_corr is None else min_corr)
-            pairs = _select(cand, rule)
+            pairs = select_near_pairs(cand, rule)
             groups = connected_groups(cand.files, ((p.a, p.b) for p in pairs))
             rows.append({
                 "max_hash_distance": distance, "min_correlation": min_corr, "pairs": len(pairs),
@@ -400,8 +401,8 @@ def audit_folder(root: Path, rule: NearDuplicateRule = DEFAULT_RULE, workers: in
     scans = {s.file: s for s in scan_list}
     exact = exact_duplicate_groups(scan_list)
     max_distance = max(max(SWEEP_DISTANCES) if sweep else 0, rule.max_hash_distance)
-    candidates = _near_candidates(scan_list, max_distance)
-    pairs = _select(candidates, rule)
+    candidates = near_duplicate_candidates(scan_list, max_distance)
+    pairs = select_near_pairs(candidates, rule)
     groups = connected_groups(files, [*exact, *((p.a, p.b) for p in pairs)])
     report = AuditReport(root, files, records, name_errors, scans, exact, pairs, groups, [], {})
     report.findings = _findings(report)

@@ -87,13 +87,18 @@ class SplitManifest:
         return {s: int(counts.get(s, 0)) for s in (*SPLITS, EXCLUDED)}
 
 
-def _check_fractions(val: float, test: float) -> None:
+def check_fractions(val: float, test: float) -> None:
+    """Raise ValueError unless val and test are fractions in [0, 1) that leave a training set (val + test < 1)."""
     if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
         raise ValueError(f"val={val} and test={test} must be fractions in [0, 1) with val + test < 1")
 
 
-def _strata(labels: Sequence[tuple[int, int, int]], sizes: Sequence[int], min_files: int) -> list[tuple]:
-    """Stratum key per unit: (level, key) with key = (age bin, gender, ethnicity) truncated by pooling level."""
+def stratum_keys(labels: Sequence[tuple[int, int, int]], sizes: Sequence[int], min_files: int) -> list[tuple]:
+    """Stratum key per unit: (level, key) with key = (age bin, gender, ethnicity) truncated by pooling level.
+
+    labels: (age, gender, ethnicity) per unit; sizes: files per unit. A stratum with fewer than `min_files` files
+    is pooled into the coarser one (bin x gender, then bin, then everything) so val and test can get a share.
+    """
     full = [(int(UTK7.bin_of(age)), gender, ethnicity) for age, gender, ethnicity in labels]
     keys: list[tuple] = [()] * len(full)
     pending = list(range(len(full)))
@@ -112,9 +117,10 @@ def _strata(labels: Sequence[tuple[int, int, int]], sizes: Sequence[int], min_fi
     return keys
 
 
-def _allocate(sizes: Sequence[int], keys: Sequence[tuple], val: float, test: float,
-              rng: np.random.Generator) -> list[str]:
-    """Split name per unit: shuffle each stratum, then systematic sampling with a random start."""
+def allocate_splits(sizes: Sequence[int], keys: Sequence[tuple], val: float, test: float,
+                    rng: np.random.Generator) -> list[str]:
+    """Split name per unit ("train", "val" or "test"): shuffle each stratum (keys, as from stratum_keys), then
+    systematic sampling with a random start, so each stratum gives val and test their fractions of its files."""
     out = ["train"] * len(sizes)
     by_key: dict[tuple, list[int]] = {}
     for i, key in enumerate(keys):
@@ -141,7 +147,7 @@ def assign_splits(files: Sequence[str], exact_groups: Iterable[Sequence[str]] = 
     unreadable: file -> reason for images that could not be decoded. Needs no image access, so it can be
     tested on metadata alone. Returns a DataFrame with MANIFEST_COLUMNS sorted by file.
     """
-    _check_fractions(val, test)
+    check_fractions(val, test)
     files = sorted(set(files))
     exact_groups = [sorted(g) for g in exact_groups if len(g) > 1]
     unreadable = dict(unreadable or {})
@@ -199,8 +205,8 @@ def assign_splits(files: Sequence[str], exact_groups: Iterable[Sequence[str]] = 
     labels = [records[u[0]].labels for u in units]
     positive = [f for f in (val, test) if f > 0]
     min_files = math.ceil(1 / min(positive)) if positive else 1
-    keys = _strata(labels, sizes, min_files)
-    for unit, split in zip(units, _allocate(sizes, keys, val, test, np.random.default_rng(seed))):
+    keys = stratum_keys(labels, sizes, min_files)
+    for unit, split in zip(units, allocate_splits(sizes, keys, val, test, np.random.default_rng(seed))):
         for file in unit:
             rows[file]["split"] = split
     return pd.DataFrame([rows[f] for f in files], columns=list(MANIFEST_COLUMNS))
@@ -216,7 +222,7 @@ def split_folder(root: Path, seed: int = 0, val: float = 0.1, test: float = 0.1,
                  rule: NearDuplicateRule = DEFAULT_RULE, workers: int = 2,
                  progress: bool = True) -> tuple[pd.DataFrame, AuditReport]:
     """Audit `root` (a resolved UTKFace folder) and split it; returns the manifest table and the audit."""
-    _check_fractions(val, test)
+    check_fractions(val, test)
     report = audit_folder(root, rule=rule, workers=workers, progress=progress, sweep=False)
     return split_report(report, seed=seed, val=val, test=test), report
 
