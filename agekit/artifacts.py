@@ -41,6 +41,9 @@ VAL_SECTION = "val"  # validation headline metrics, clean and wild: what the app
 # All-Age-Faces (real photos, cropped by the app's face path): its test split beside UTKFace's, its val split a
 # third ranking source; age and gender only (AAF has no ethnicity label)
 AAF_TEST_SECTION, AAF_VAL_SECTION = "aaf_test", "aaf_val"
+# face-set sources (evaluation.model_outputs): UTKFace's chips as cropped, the same faces in rendered photos, and
+# All-Age-Faces' photos; config.json's age_interval keeps one q per source under these names
+CLEAN, RENDERED, AAF = "utkface_clean", "utkface_rendered", "aaf"
 SECTIONS = (TEST_SECTION, WILD_SECTION, VAL_SECTION, AAF_TEST_SECTION, AAF_VAL_SECTION)
 PREDICTION_TABLES = {TEST_SECTION: "predictions.csv", WILD_SECTION: "predictions_wild.csv",
                      AAF_TEST_SECTION: "predictions_aaf.csv"}

@@ -45,9 +45,13 @@ class ModelCard(ModelSpec):
         """The model's age bins with its bin-aware decision: use this to turn age probabilities into bins."""
         return get_age_bins(self.age_bins).with_offsets(self.age_bin_log_offsets)
 
-    def interval(self) -> AgeInterval | None:
-        """The model's calibrated age interval rule, or None when it has none."""
-        return AgeInterval.from_dict(self.age_interval) if self.age_interval else None
+    def interval(self, source: str | None = None) -> AgeInterval | None:
+        """The model's calibrated age interval rule, or None when it has none: the served one (a photo of unknown
+        source), or with `source`'s own q for faces known to come from that calibration source."""
+        if not self.age_interval:
+            return None
+        rule = AgeInterval.from_dict(self.age_interval)
+        return rule.for_source(source) if source else rule
 
     def data_sources(self) -> tuple[str, ...]:
         """The face datasets the training saw: ('UTKFace',) or ('UTKFace', 'All-Age-Faces') (train_config's

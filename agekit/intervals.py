@@ -6,9 +6,16 @@ floored at MIN_SPREAD) or 1 ("constant": the same width for every face). q is th
 validation scores |true age − predicted age| / scale: the ⌈(n+1)·level⌉-th smallest of n scores, which gives
 coverage ≥ level on fresh faces from the same distribution as the calibration faces.
 
+q is fitted per calibration source (group-conditional, "Mondrian" split conformal): UTKFace's chips, the same
+faces in rendered photos and All-Age-Faces' real photos are different distributions, and one q pooled over them
+over-covers the easy source and under-covers the hard one. A face from a known source gets its source's q
+(`AgeInterval.for_source`); a photo of unknown source (the app, `agekit.predict`) gets the served q, the largest
+source's: the widest interval val calibrated.
+
     sources = [CalibrationSource.from_probabilities("utkface_clean", "val", ages, age_probs), ...]
-    choice = choose_interval(sources)          # fits both methods on the pooled val faces, keeps one
-    lo, hi = choice.chosen.bounds(pred_age, age_probs)
+    choice = choose_interval(sources)          # fits both methods per val source, keeps the narrower one
+    lo, hi = choice.chosen.bounds(age_probs)                                    # served (unknown source)
+    lo, hi = choice.chosen.for_source("utkface_clean").bounds(age_probs)        # a known source
 
 The rule lives in the model's config.json (`ModelCard.age_interval`, `AgeInterval.to_dict`); `agekit.predict`
 fills `Prediction.age_lo/age_hi` from it. `interval_metrics` reports coverage and mean width of a predictions
@@ -19,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -64,17 +71,21 @@ def interval_scale(method: str, spread: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown interval method {method!r}; choose one of {METHODS}")
 
 
+def min_calibration_faces(level: float = LEVEL) -> int:
+    """The fewest calibration scores whose ⌈(n+1)·level⌉-th smallest exists (4 at 80 %)."""
+    if not 0 < level < 1:
+        raise ValueError(f"interval level must be between 0 and 1, got {level}")
+    return next(m for m in range(1, 10**6) if math.ceil((m + 1) * level) <= m)
+
+
 def conformal_quantile(scores: np.ndarray, level: float = LEVEL) -> float:
     """The ⌈(n+1)·level⌉-th smallest of n calibration scores (split conformal); too few scores raise."""
     scores = np.sort(np.asarray(scores, dtype=np.float64))
-    n = len(scores)
-    rank = math.ceil((n + 1) * level)
-    if not 0 < level < 1:
-        raise ValueError(f"interval level must be between 0 and 1, got {level}")
-    if rank > n:
-        needed = next(m for m in range(1, 10**6) if math.ceil((m + 1) * level) <= m)
-        raise ValueError(f"a {level:.0%} conformal interval needs at least {needed} calibration faces, got {n}")
-    return float(scores[rank - 1])
+    needed = min_calibration_faces(level)
+    if len(scores) < needed:
+        raise ValueError(f"a {level:.0%} conformal interval needs at least {needed} calibration faces, "
+                         f"got {len(scores)}")
+    return float(scores[math.ceil((len(scores) + 1) * level) - 1])
 
 
 def interval_bounds(pred_age: np.ndarray, scale: np.ndarray, q: float) -> tuple[np.ndarray, np.ndarray]:
@@ -113,13 +124,21 @@ class AgeInterval:
 
     level: float
     method: str  # one of METHODS
-    q: float  # half-width in units of the scale (years for "constant", spreads for "scaled")
+    q: float  # served half-width in units of the scale (years for "constant", spreads for "scaled")
     calibrated_on: tuple[tuple[str, int], ...] = ()  # (source name, faces) of the validation faces used
+    q_by_source: tuple[tuple[str, float], ...] = ()  # (source name, its own q); q is the largest of them
 
     def __post_init__(self) -> None:
         interval_scale(self.method, np.ones(1))  # validates the method
-        if not 0 < self.level < 1 or not math.isfinite(self.q) or self.q < 0:
-            raise ValueError(f"bad age interval: level {self.level}, q {self.q}")
+        object.__setattr__(self, "q_by_source", tuple(sorted(self.q_by_source)))  # as config.json stores them
+        for q in (self.q, *(q for _, q in self.q_by_source)):
+            if not 0 < self.level < 1 or not math.isfinite(q) or q < 0:
+                raise ValueError(f"bad age interval: level {self.level}, q {q}")
+
+    def for_source(self, source: str) -> AgeInterval:
+        """This rule with `source`'s own q, for faces known to come from that source; a source it was not
+        calibrated on keeps the served q."""
+        return replace(self, q=dict(self.q_by_source).get(source, self.q))
 
     def bounds_from_spread(self, pred_age: np.ndarray, spread: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(lower, upper) years for expected ages and distribution spreads (years)."""
@@ -131,28 +150,39 @@ class AgeInterval:
 
     def to_dict(self) -> dict[str, Any]:
         return {"level": self.level, "method": self.method, "q": self.q,
-                "calibrated_on": [{"source": name, "n": n} for name, n in self.calibrated_on]}
+                "calibrated_on": [{"source": name, "n": n} for name, n in self.calibrated_on],
+                "q_by_source": dict(self.q_by_source)}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> AgeInterval:
         """From config.json's "age_interval" object; a malformed one raises ValueError."""
         try:
             sources = tuple((str(s["source"]), int(s["n"])) for s in raw.get("calibrated_on", ()))
-            return cls(float(raw["level"]), str(raw["method"]), float(raw["q"]), sources)
+            q_by_source = tuple((str(name), float(q)) for name, q in raw.get("q_by_source", {}).items())
+            return cls(float(raw["level"]), str(raw["method"]), float(raw["q"]), sources, q_by_source)
         except (KeyError, TypeError) as err:
             raise ValueError(f"age_interval {raw!r} needs level, method and q ({err})") from None
 
 
 def fit_interval(sources: Sequence[CalibrationSource], method: str, level: float = LEVEL) -> AgeInterval:
-    """Fit one method's q on the pooled validation sources. Only split CALIBRATION_SPLIT is accepted."""
-    if not sources:
-        raise ValueError("no calibration faces: predict the validation split first")
+    """Fit one method's q on each validation source (its own conformal quantile); the served q is the largest.
+    Only split CALIBRATION_SPLIT is accepted and source names must be distinct; a source with fewer faces than
+    min_calibration_faces(level) is left out (its faces get the served q), and no source big enough raises."""
     wrong = [f"{s.name} ({s.split})" for s in sources if s.split != CALIBRATION_SPLIT]
     if wrong:
         raise ValueError(f"intervals are calibrated on the {CALIBRATION_SPLIT} split only, got {wrong}")
-    scores = np.concatenate([np.abs(s.true_age - s.pred_age) / interval_scale(method, s.spread) for s in sources])
-    return AgeInterval(level, method, conformal_quantile(scores, level),
-                       tuple((s.name, len(s.true_age)) for s in sources))
+    names = [s.name for s in sources]
+    if len(set(names)) != len(names):
+        raise ValueError(f"calibration source names must be distinct, got {names}")
+    usable = [s for s in sources if len(s.true_age) >= min_calibration_faces(level)]
+    if not usable:
+        raise ValueError(f"no calibration source has the {min_calibration_faces(level)} val faces a {level:.0%} "
+                         f"interval needs (got {[(s.name, len(s.true_age)) for s in sources]}): predict the "
+                         "validation split first")
+    q_by_source = tuple((s.name, conformal_quantile(np.abs(s.true_age - s.pred_age) / interval_scale(method, s.spread),
+                                                    level)) for s in usable)
+    return AgeInterval(level, method, max(q for _, q in q_by_source),
+                       tuple((s.name, len(s.true_age)) for s in usable), q_by_source)
 
 
 @dataclass
@@ -161,22 +191,23 @@ class IntervalChoice:
 
     chosen: AgeInterval
     candidates: dict[str, AgeInterval]
-    val: dict[str, dict[str, Any]] = field(default_factory=dict)  # method → {"coverage", "mean_width"} pooled
+    # method → {"coverage", "mean_width"} over all val faces, each with its source's q
+    val: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def choose_interval(sources: Sequence[CalibrationSource], level: float = LEVEL) -> IntervalChoice:
-    """Fit "scaled" and "constant" on the pooled validation faces and keep the narrower one.
+    """Fit "scaled" and "constant" per validation source and keep the narrower one.
 
-    Rule: both reach the nominal coverage on val by construction, so val prefers the smaller mean width (years)
-    over the pooled validation faces — a tighter interval with the same guarantee; a tie keeps "scaled".
+    Rule: both reach the nominal coverage on every val source by construction, so val prefers the smaller mean
+    width (years) over all validation faces, each with its source's q — a tighter interval with the same
+    guarantee; a tie keeps "scaled".
     """
     candidates = {method: fit_interval(sources, method, level) for method in METHODS}
-    true_age = np.concatenate([s.true_age for s in sources])
-    pred_age = np.concatenate([s.pred_age for s in sources])
-    spread = np.concatenate([s.spread for s in sources])
+    true_age = np.concatenate([s.true_age for s in sources])  # every source: a left-out one with the served q
     val = {}
     for method, rule in candidates.items():
-        lo, hi = rule.bounds_from_spread(pred_age, spread)
+        bounds = [rule.for_source(s.name).bounds_from_spread(s.pred_age, s.spread) for s in sources]
+        lo, hi = (np.concatenate(side) for side in zip(*bounds, strict=True))
         val[method] = {"coverage": float(np.mean((true_age >= lo) & (true_age <= hi))),
                        "mean_width": float(np.mean(hi - lo))}
     chosen = min(METHODS, key=lambda m: (val[m]["mean_width"], METHODS.index(m)))
@@ -213,5 +244,5 @@ def interval_metrics(frame: pd.DataFrame, age_bins: AgeBins) -> dict[str, Any]:
 __all__ = [
     "CALIBRATION_SPLIT", "LEVEL", "METHODS", "MIN_SPREAD", "AgeInterval", "CalibrationSource", "IntervalChoice",
     "age_spread", "choose_interval", "conformal_quantile", "coverage_summary", "expected_ages", "fit_interval",
-    "interval_bounds", "interval_metrics", "interval_scale",
+    "interval_bounds", "interval_metrics", "interval_scale", "min_calibration_faces",
 ]

@@ -157,10 +157,11 @@ def evaluate_consensus(root: Path, card: ModelCard, val_sets: Sequence[FaceSetOu
     """The consensus' test, wild and val sections and its test prediction tables, from its members' outputs (the
     members' metrics.json give size, latency, test provenance and the detection summary, shared by all models)."""
     reports = [read_metrics(Path(root) / member) for member in card.architecture_kwargs["members"]]
-    bins, interval = card.age_bin_scheme(), card.interval()
+    bins = card.age_bin_scheme()
 
     def table(face_set: FaceSetOutputs) -> pd.DataFrame:
-        return predictions_frame(face_set.files, face_set.truth, member_outputs(card, face_set.probs), bins, interval)
+        return predictions_frame(face_set.files, face_set.truth, member_outputs(card, face_set.probs), bins,
+                                 card.interval(face_set.source))
 
     sets = {(s.split, s.source): s for s in [*test_sets, *val_sets]}
     clean, rendered = table(sets["test", CLEAN]), table(sets["test", RENDERED])

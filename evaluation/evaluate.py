@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from agekit.artifacts import file_sha256, repo_relative
+from agekit.artifacts import CLEAN, file_sha256, repo_relative
 from agekit.card import ModelCard
 from agekit.checkpoint import CONFIG_FILE, CheckpointError, LoadedModel, list_checkpoints, load_checkpoint
 from agekit.data import FaceTensors, SplitManifest
@@ -145,7 +145,7 @@ def clean_section(loaded: LoadedModel, faces: FaceTensors, probabilities: dict[s
     started = time.perf_counter()
     age_bins = card.age_bin_scheme()
     truth = {task: values.numpy() for task, values in faces.targets.items()}
-    frame = predictions_frame(faces.files, truth, probabilities, age_bins, card.interval())
+    frame = predictions_frame(faces.files, truth, probabilities, age_bins, card.interval(CLEAN))
     section = {
         "format_version": 1,
         "model": {

@@ -2,10 +2,10 @@
 
     python -m evaluation.intervals [--checkpoints checkpoints] [--names A B ...] [--sources utkface ...]
 
-Per model (a consensus too): the val face sets (UTKFace clean and rendered as photos, plus every other source a
-builder in `evaluation.model_outputs.FACE_SET_BUILDERS` adds, e.g. AAF) are pooled to calibrate both interval
-methods, and the one val prefers (`agekit.intervals.choose_interval`) goes into config.json "age_interval" with
-its val coverage and width. Then the test face sets: eval/predictions.csv and predictions_wild.csv get age_lo,
+Per model (a consensus too): each val face set (UTKFace clean and rendered as photos, plus every other source a
+builder in `evaluation.model_outputs.FACE_SET_BUILDERS` adds, e.g. AAF) calibrates its own q for both interval
+methods, and the method val prefers (`agekit.intervals.choose_interval`) goes into config.json "age_interval" with
+its val coverage and width; the served q (photos of unknown source, the app) is the widest source's. Then the test face sets: eval/predictions.csv and predictions_wild.csv get age_lo,
 age_hi, and metrics.json's test and wild sections get their metrics recomputed from those tables (which adds
 metrics["interval"]: coverage and mean width overall, by true age bin and by ethnicity). Only val faces are read
 before config.json is written; the test faces are read after, to report.
@@ -68,7 +68,8 @@ def calibration_sources(card: ModelCard, val_sets: Sequence[FaceSetOutputs]) -> 
 
 
 def interval_config(choice: IntervalChoice) -> dict[str, Any]:
-    """config.json's "age_interval": the chosen rule plus both candidates' pooled val coverage and mean width."""
+    """config.json's "age_interval": the chosen rule plus both candidates' val coverage and mean width (all val
+    faces, each with its source's q)."""
     return {**choice.chosen.to_dict(), "val_candidates": choice.val}
 
 
@@ -97,7 +98,7 @@ def face_set_coverage(card: ModelCard, face_sets: Sequence[FaceSetOutputs]) -> d
     result = {}
     for face_set in face_sets:
         if face_set.files:
-            lo, hi = rule.bounds(member_outputs(card, face_set.probs)["age"])
+            lo, hi = rule.for_source(face_set.source).bounds(member_outputs(card, face_set.probs)["age"])
             result[face_set.source] = coverage_summary(face_set.truth["age"], lo, hi)
     return result
 
@@ -105,7 +106,7 @@ def face_set_coverage(card: ModelCard, face_sets: Sequence[FaceSetOutputs]) -> d
 def test_tables(card: ModelCard, test_sets: Sequence[FaceSetOutputs]) -> dict[str, pd.DataFrame]:
     """metrics.json section → predictions table (with age_lo, age_hi) of the test face sets that have one."""
     return {SECTION_OF_SOURCE[s.source]: predictions_frame(s.files, s.truth, member_outputs(card, s.probs),
-                                                           card.age_bin_scheme(), card.interval())
+                                                           card.age_bin_scheme(), card.interval(s.source))
             for s in test_sets if s.source in SECTION_OF_SOURCE and s.files}
 
 

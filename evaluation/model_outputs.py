@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agekit.artifacts import file_sha256
+from agekit.artifacts import AAF, CLEAN, RENDERED, file_sha256
 from agekit.card import ModelCard
 from agekit.checkpoint import MODEL_FILE, load_checkpoint
 from agekit.consensus import ConsensusSpec, average_outputs, is_consensus
@@ -32,7 +32,6 @@ from evaluation import wild
 from evaluation.evaluate import DECODE_SIZE, predict_probabilities
 
 CACHE_DIR = Path("runs/outputs")
-CLEAN, RENDERED, AAF = "utkface_clean", "utkface_rendered", "aaf"
 
 
 @dataclass

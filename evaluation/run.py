@@ -5,7 +5,7 @@
 
 Steps (STEPS, in this order; `--steps` runs a subset, still in this order):
   bin_decision  the 7-bin prior correction chosen on val           → config.json age_bin_log_offsets
-  intervals     80 % age interval calibrated on val (clean + wild)  → config.json age_interval
+  intervals     80 % age interval calibrated per val source         → config.json age_interval
   test          clean test faces                                   → metrics.json "test", eval/predictions.csv
   wild_test     test faces rendered as photos, the app's detector  → metrics.json "wild", predictions_wild.csv
   val_ranking   clean and wild val metrics: the app's ranking      → metrics.json "val"
@@ -450,8 +450,8 @@ def face_sets(run: PipelineRun, split: str) -> list[model_outputs.FaceSet]:
 
 
 def intervals_step(run: PipelineRun) -> None:
-    """Each model's 80 % age interval calibrated on the val faces, clean and in rendered photos (split conformal,
-    evaluation.intervals); the later steps' tables and metrics carry it."""
+    """Each model's 80 % age interval calibrated on each val face set, clean, in rendered photos and AAF (split
+    conformal, evaluation.intervals); the later steps' tables and metrics carry it."""
     names = [m.card.name for m in run.models if "age" in m.card.tasks]
     choices, _ = intervals.calibrate_intervals(run.root, partial(face_sets, run), names, write=False,
                                                cache_dir=run.outputs_cache)
@@ -497,7 +497,8 @@ def aaf_step(run: PipelineRun) -> None:
         for card in cards:
             probs = {task: p for task, p in model_outputs.member_outputs(card, outputs.probs).items()
                      if task in outputs.truth}
-            frame = predictions_frame(outputs.files, outputs.truth, probs, card.age_bin_scheme(), card.interval())
+            frame = predictions_frame(outputs.files, outputs.truth, probs, card.age_bin_scheme(),
+                                      card.interval(outputs.source))
             metrics = compute_metrics(frame, card.age_bin_scheme())
             if split == "val":
                 run.store.put_section(card.name, section, {"n": metrics["n"], **metrics["headline"]})

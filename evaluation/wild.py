@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from agekit import faces as face_module
 from agekit import wild as wild_module
+from agekit.artifacts import RENDERED
 from agekit.checkpoint import LoadedModel
 from agekit.data import FaceTensors
 from agekit.faces import UTK_SIZE, FaceDetector, load_image
@@ -174,7 +175,7 @@ def wild_section(loaded: LoadedModel, faces: FaceTensors, clean: dict[str, np.nd
     wild = predict_probabilities(loaded, images, batch_size) if len(hits) else {}
     wild_frame = predictions_frame([faces.files[i] for i in hits],
                                    {task: values[hits] for task, values in truth.items()}, wild, age_bins,
-                                   loaded.card.interval())
+                                   loaded.card.interval(RENDERED))
     section = {
         "format_version": 1, "split": split, "seed": seed, "align": align,
         "render": render_settings(), **detection_summary(crops),

@@ -23,13 +23,15 @@ from agekit.intervals import (
 from agekit.labels import AGE_MAX, NUM_AGES, UTK7
 
 
-def synthetic(n: int, seed: int, name: str = "synthetic", split: str = "val") -> CalibrationSource:
-    """Faces whose true age is the prediction plus Gaussian noise with a known per-face sd (1-12 years), and whose
-    predicted spread is that sd: the setting where the "scaled" interval is the right one."""
+def synthetic(n: int, seed: int, name: str = "synthetic", split: str = "val", noise: float = 1.0
+              ) -> CalibrationSource:
+    """Faces whose true age is the prediction plus Gaussian noise with a known per-face sd (1-12 years, times
+    `noise`), and whose predicted spread is 1-12 years: with noise 1 the setting where the "scaled" interval is
+    the right one; noise > 1 is a source whose errors the model underestimates (e.g. real photos)."""
     rng = np.random.default_rng(seed)
     pred = rng.uniform(20, 80, n)
     sd = rng.uniform(1, 12, n)
-    return CalibrationSource(name, split, pred + rng.normal(0, sd), pred, sd)
+    return CalibrationSource(name, split, pred + rng.normal(0, sd * noise), pred, sd)
 
 
 def covered(rule: AgeInterval, source: CalibrationSource) -> np.ndarray:
@@ -97,11 +99,39 @@ def test_calibration_refuses_anything_but_val() -> None:
     assert rule.calibrated_on == (("utkface_clean", 100), ("utkface_rendered", 50))
 
 
+def test_each_source_gets_its_own_quantile_and_unknown_photos_the_widest() -> None:
+    chips, photos = synthetic(3000, 0, "utkface_clean"), synthetic(3000, 1, "aaf", noise=1.5)
+    rule = fit_interval([chips, photos], "scaled")
+    by_source = dict(rule.q_by_source)
+    assert by_source["utkface_clean"] == pytest.approx(1.2816, abs=0.06)
+    assert by_source["aaf"] == pytest.approx(1.5 * 1.2816, abs=0.09)
+    assert rule.q == by_source["aaf"]  # served: the widest calibrated source
+    fresh_chips, fresh_photos = synthetic(20000, 2, "utkface_clean"), synthetic(20000, 3, "aaf", noise=1.5)
+    # each source at its nominal coverage with its own q; one pooled q would miss both (over / under)
+    assert abs(covered(rule.for_source("utkface_clean"), fresh_chips).mean() - 0.8) < 0.03
+    assert abs(covered(rule.for_source("aaf"), fresh_photos).mean() - 0.8) < 0.03
+    pooled = conformal_quantile(np.concatenate([np.abs(s.true_age - s.pred_age) / s.spread for s in (chips, photos)]))
+    pooled_rule = AgeInterval(0.8, "scaled", pooled)
+    assert covered(pooled_rule, fresh_chips).mean() > 0.85 and covered(pooled_rule, fresh_photos).mean() < 0.75
+    assert rule.for_source("somewhere_else").q == rule.q  # an uncalibrated source gets the served q
+    few = synthetic(3, 4, "tiny")  # fewer than the 4 faces an 80 % quantile needs: left out, gets the served q
+    assert fit_interval([chips, few], "scaled").calibrated_on == (("utkface_clean", 3000),)
+    with pytest.raises(ValueError, match="no calibration source has the 4 val faces"):
+        fit_interval([few], "scaled")
+    with pytest.raises(ValueError, match="must be distinct"):
+        fit_interval([chips, chips], "scaled")
+
+
 def test_rule_round_trips_through_the_card() -> None:
     rule = choose_interval([synthetic(500, seed=0, name="utkface_clean")]).chosen
     card = ModelCard(name="m", family="scratch", architecture="facecnn", tasks=("age",),
                      age_interval=rule.to_dict())
     assert ModelCard.from_json(card.to_json()).interval() == rule
+    two = fit_interval([synthetic(500, 0, "utkface_clean"), synthetic(500, 1, "aaf", noise=2.0)], "scaled")
+    card.age_interval = two.to_dict()
+    loaded = ModelCard.from_json(card.to_json())
+    assert loaded.interval() == two and loaded.interval("aaf").q == two.q > loaded.interval("utkface_clean").q
+    assert loaded.interval("utkface_clean").q == dict(two.q_by_source)["utkface_clean"]
     assert ModelCard(name="m", family="scratch", architecture="facecnn", tasks=("age",)).interval() is None
     with pytest.raises(ValueError, match="unknown interval method"):
         ModelCard(name="m", family="scratch", architecture="facecnn", tasks=("age",),
