@@ -18,9 +18,10 @@ from agekit.ui.summary import SUMMARY_CSS
 TITLE = "agekit — age, gender and ethnicity from faces"
 INTRO = (
     "# agekit\n"
-    "Compare age, gender and ethnicity models trained on UTKFace, inspect their test-set behaviour and "
-    "see where they look (Grad-CAM). Predictions are statistical guesses from appearance, trained on a "
-    "dataset with skewed demographics — read the Test-set tab before trusting any of them."
+    "Compare age, gender and ethnicity models trained on UTKFace (some also on All-Age-Faces' real photos), "
+    "inspect their test-set behaviour and see where they look (Grad-CAM). Predictions are statistical guesses "
+    "from appearance, trained on datasets with skewed demographics — read the Test-set tab before trusting any "
+    "of them."
 )
 DEFAULT_CAM_METHOD = "GradCAM"
 # Galleries grow to show every image: with height="auto" Gradio still caps the grid and clips its second row.
