@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from agekit.card import ModelCard
+from agekit.checkpoint import list_checkpoints
 from agekit.labels import AGE_MAX, AGE_MIN
 
 CONSENSUS = "consensus"  # the family and architecture of a consensus card
@@ -72,6 +73,12 @@ def consensus_folders(root: str | Path) -> list[Path]:
         except (ValueError, OSError):
             continue
     return found
+
+
+def zoo_folders(root: str | Path) -> list[Path]:
+    """Every zoo member's folder under `root`: the networks (agekit.checkpoint.list_checkpoints), then the
+    consensuses."""
+    return [*list_checkpoints(root), *consensus_folders(root)]
 
 
 def consensus_card(name: str, spec: ConsensusSpec, member_cards: Sequence[ModelCard], description: str = ""
@@ -175,5 +182,5 @@ def select_members(sources: Sequence[SelectionSource], max_steps: int = MAX_STEP
 
 __all__ = [
     "CONSENSUS", "ConsensusSpec", "MemberSelection", "SelectionSource", "average_outputs", "consensus_card",
-    "consensus_folders", "is_consensus", "select_members", "selection_objective",
+    "consensus_folders", "is_consensus", "select_members", "selection_objective", "zoo_folders",
 ]

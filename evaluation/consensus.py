@@ -55,8 +55,8 @@ from agekit.consensus import (
     MemberSelection,
     SelectionSource,
     consensus_card,
-    consensus_folders,
     select_members,
+    zoo_folders,
 )
 from agekit.data import load_manifest
 from agekit.intervals import IntervalChoice, choose_interval, expected_ages
@@ -187,8 +187,7 @@ def write_results(root: Path, name: str, results: ConsensusResults) -> None:
         write_section(Path(root) / name, section, content)
     for section, frame in results.tables.items():
         write_predictions(root, name, frame, section)
-    folders = [*list_checkpoints(root), *consensus_folders(root)]
-    write_leaderboard(root, leaderboard_frame(read_metrics(f) for f in folders if metrics_path(f).is_file()))
+    write_leaderboard(root, leaderboard_frame(read_metrics(f) for f in zoo_folders(root) if metrics_path(f).is_file()))
 
 
 def candidate_networks(root: Path, names: Sequence[str] | None) -> list[str]:

@@ -5,8 +5,9 @@
 Per model (a consensus too): each val face set (UTKFace clean and rendered as photos, plus every other source a
 builder in `evaluation.model_outputs.FACE_SET_BUILDERS` adds, e.g. AAF) calibrates its own q for both interval
 methods, and the method val prefers (`agekit.intervals.choose_interval`) goes into config.json "age_interval" with
-its val coverage and width; the served q (photos of unknown source, the app) is the widest source's. Then the test face sets: eval/predictions.csv and predictions_wild.csv get age_lo,
-age_hi, and metrics.json's test and wild sections get their metrics recomputed from those tables (which adds
+its val coverage and width; the served q (photos of unknown source, the app) is the widest source's. Then the test
+face sets: eval/predictions.csv and predictions_wild.csv get age_lo, age_hi (each with its source's q), and
+metrics.json's test and wild sections get their metrics recomputed from those tables (which adds
 metrics["interval"]: coverage and mean width overall, by true age bin and by ethnicity). Only val faces are read
 before config.json is written; the test faces are read after, to report.
 """
@@ -38,8 +39,8 @@ from agekit.artifacts import (
     write_section,
 )
 from agekit.card import ModelCard
-from agekit.checkpoint import CONFIG_FILE, list_checkpoints
-from agekit.consensus import ConsensusSpec, consensus_folders, is_consensus
+from agekit.checkpoint import CONFIG_FILE
+from agekit.consensus import ConsensusSpec, is_consensus, zoo_folders
 from agekit.intervals import CalibrationSource, IntervalChoice, choose_interval, coverage_summary
 from agekit.metrics import compute_metrics, predictions_frame
 from evaluation.model_outputs import (
@@ -146,7 +147,7 @@ def write_test_intervals(root: Path, card: ModelCard, test_sets: Sequence[FaceSe
 
 def zoo_cards(root: Path, names: Sequence[str] | None) -> list[ModelCard]:
     """The named zoo members' cards (default: every network and consensus under root)."""
-    folders = {p.name: p for p in [*list_checkpoints(root), *consensus_folders(root)]}
+    folders = {p.name: p for p in zoo_folders(root)}
     unknown = [n for n in names or [] if n not in folders]
     if unknown:
         raise ValueError(f"no checkpoint named {unknown} under {root}; available: {sorted(folders)}")

@@ -85,7 +85,7 @@ from agekit.artifacts import (
 )
 from agekit.card import ModelCard
 from agekit.checkpoint import LoadedModel
-from agekit.consensus import ConsensusSpec, consensus_folders, is_consensus
+from agekit.consensus import consensus_folders
 from agekit.data import FaceTensors, SplitManifest, load_folder, load_manifest, load_pack, resolve_data_root
 from agekit.data.aaf import aaf_pack_path
 from agekit.faces import ALIGN_FACES, FaceDetector
@@ -489,8 +489,7 @@ def aaf_step(run: PipelineRun) -> None:
     cards = [m.card for m in run.models]
     if not run.options.models:
         cards += [ModelCard.load(folder) for folder in consensus_folders(run.root)]
-    networks = sorted({member for card in cards
-                       for member in (ConsensusSpec.from_card(card).members if is_consensus(card) else [card.name])})
+    networks = intervals.network_names(cards)
     for split, section in (("val", AAF_VAL_SECTION), ("test", AAF_TEST_SECTION)):
         [outputs] = model_outputs.collect_outputs(run.root, networks, model_outputs.aaf_face_sets(split),
                                                   cache_dir=run.outputs_cache)
