@@ -133,7 +133,7 @@ class ConsensusModel:
                                  for task in self.card.tasks} if preds else {})
         if not any(member_probs):
             return []
-        averaged = average_outputs(member_probs, self.spec.weights, self.card.tasks)
+        averaged = average_outputs(member_probs, self.spec, self.card.tasks)
         return decode_probabilities(self.card.name, averaged, self.card.age_bin_scheme(), self.card.interval())
 
 

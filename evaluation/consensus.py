@@ -5,7 +5,8 @@
 
 1. every candidate network's outputs on the val face sets (UTKFace clean and rendered as photos, plus every source
    `evaluation.model_outputs.FACE_SET_BUILDERS` adds, e.g. AAF), cached under runs/outputs/;
-2. members and weights: greedy forward selection with replacement on the mean over val face sets of the age MAE
+2. members and weights: greedy forward selection with replacement, for the age on the mean over val face sets of
+   the age MAE, for gender and ethnicity each on the mean over the val face sets labelled for it of the log loss
    (`agekit.consensus.select_members`);
 3. its bin-aware decision on the clean UTKFace val faces (`evaluation.bin_decision.decide`, as for every network);
 4. its 80 % age interval on the val face sets (`evaluation.intervals.fit_model_interval`)
@@ -52,15 +53,17 @@ from agekit.card import ModelCard
 from agekit.checkpoint import list_checkpoints
 from agekit.consensus import (
     CONSENSUS,
+    ClassSelectionSource,
     MemberSelection,
     SelectionSource,
     consensus_card,
+    describe_weights,
     select_members,
     zoo_folders,
 )
 from agekit.data import load_manifest
 from agekit.intervals import IntervalChoice, choose_interval, expected_ages
-from agekit.labels import TASKS, get_age_bins
+from agekit.labels import CLASS_NAMES, TASKS, get_age_bins
 from agekit.metrics import compute_metrics, headline_metrics, predictions_frame
 from agekit.predict import FLIP_AVERAGE
 from evaluation import bin_decision
@@ -94,9 +97,22 @@ def selection_sources(val_sets: Sequence[FaceSetOutputs]) -> list[SelectionSourc
             for s in val_sets if s.files]
 
 
+def class_selection_sources(val_sets: Sequence[FaceSetOutputs]) -> list[ClassSelectionSource]:
+    """For each val face set and class task it has labels for (AAF has no ethnicity), the labelled faces' classes
+    and every candidate's probabilities, for `select_members`."""
+    sources = []
+    for s in val_sets:
+        for task in CLASS_NAMES:
+            if task in s.truth and s.files:
+                known = np.flatnonzero(s.truth[task] >= 0)
+                sources.append(ClassSelectionSource(s.source, s.split, task, s.truth[task][known].astype(int),
+                                                    {name: probs[task][known] for name, probs in s.probs.items()}))
+    return sources
+
+
 def fit_consensus(root: Path, name: str, val_sets: Sequence[FaceSetOutputs], train_ages: Any) -> ConsensusFit:
     """Choose members, bin decision and interval on the val face sets (nothing is written; see write_card)."""
-    selection = select_members(selection_sources(val_sets))
+    selection = select_members(selection_sources(val_sets), class_selection_sources(val_sets))
     members = [ModelCard.load(Path(root) / member) for member in selection.spec.members]
     card = consensus_card(name, selection.spec, members)
     clean = next(s for s in val_sets if s.source == CLEAN)
@@ -219,8 +235,10 @@ def summary(fit: ConsensusFit, results: ConsensusResults) -> str:
     spec, selection = fit.selection.spec, fit.selection
     decision = fit.decision
     lines = [
-        "members (val-chosen): " + ", ".join(f"{m} {w:.3f}" for m, w in zip(spec.members, spec.weights)),
-        "greedy steps: " + " → ".join(f"+{m} {score:.3f}" for m, score in selection.steps),
+        "members (val-chosen): " + describe_weights(spec),
+        "greedy steps, age: " + " → ".join(f"+{m} {score:.3f}" for m, score in selection.steps),
+        *(f"greedy steps, {task} (log loss): " + " → ".join(f"+{m} {score:.4f}" for m, score in steps)
+          for task, steps in selection.task_steps.items()),
         (f"val objective (mean of val age MAE over face sets): {selection.objective:.3f} years; "
          f"best single {selection.single_best[0]} {selection.single_best[1]:.3f}"),
         (f"bin decision tau {decision.tau:.1f} (val 7-bin macro-F1 {decision.f1_by_tau[decision.tau]:.1%}, "

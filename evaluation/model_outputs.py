@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ from agekit.card import ModelCard
 from agekit.checkpoint import MODEL_FILE, load_checkpoint
 from agekit.consensus import ConsensusSpec, average_outputs, is_consensus
 from agekit.data import FaceTensors, load_folder, load_manifest
-from agekit.data.aaf import load_aaf_faces
+from agekit.data.aaf import aaf_pack_path, load_aaf_faces
 from agekit.faces import ALIGN_FACES, FaceDetector
 from agekit.predict import FLIP_AVERAGE
 from evaluation import wild
@@ -44,6 +44,7 @@ class FaceSet:
     truth: dict[str, np.ndarray]  # task → true values (age in years, class codes); a source may lack a task
     images: torch.Tensor
     key: str  # identifies these exact faces (source, split, manifest, detector settings) for the cache
+    provenance: dict[str, str] = field(default_factory=dict)  # where the faces came from (metrics.json "data")
 
 
 @dataclass
@@ -84,8 +85,9 @@ def aaf_face_sets(split: str, data: str | None = None, manifest: str | None = No
     age and gender only (AAF has no ethnicity label)."""
     faces = load_aaf_faces(split)
     truth = {task: getattr(faces, task).numpy() for task in ("age", "gender")}
-    key = f"aaf_{split}_{faces.manifest_hash[:12]}_{faces.images.shape[-1]}"
-    return [FaceSet(AAF, split, list(faces.files), truth, faces.images, key)]
+    digest = faces.images_digest()  # a pack rebuilt by another version of the face path holds other crops
+    return [FaceSet(AAF, split, list(faces.files), truth, faces.images, f"aaf_{split}_{faces.manifest_hash[:12]}_{digest}",
+                    {"pack": aaf_pack_path().name, "faces_sha256": digest})]
 
 
 # source family → builder(split, data, manifest) of its face sets (--sources names them)
@@ -116,7 +118,7 @@ def member_outputs(card: ModelCard, probs: dict[str, dict[str, np.ndarray]]) -> 
     if not is_consensus(card):
         return probs[card.name]
     spec = ConsensusSpec.from_card(card)
-    return average_outputs([probs[m] for m in spec.members], spec.weights, card.tasks)
+    return average_outputs([probs[m] for m in spec.members], spec, card.tasks)
 
 
 def collect_outputs(root: Path, networks: Sequence[str], face_sets: Sequence[FaceSet], batch_size: int = 64,

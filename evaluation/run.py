@@ -491,8 +491,8 @@ def aaf_step(run: PipelineRun) -> None:
         cards += [ModelCard.load(folder) for folder in consensus_folders(run.root)]
     networks = intervals.network_names(cards)
     for split, section in (("val", AAF_VAL_SECTION), ("test", AAF_TEST_SECTION)):
-        [outputs] = model_outputs.collect_outputs(run.root, networks, model_outputs.aaf_face_sets(split),
-                                                  cache_dir=run.outputs_cache)
+        [face_set] = model_outputs.aaf_face_sets(split)
+        [outputs] = model_outputs.collect_outputs(run.root, networks, [face_set], cache_dir=run.outputs_cache)
         for card in cards:
             probs = {task: p for task, p in model_outputs.member_outputs(card, outputs.probs).items()
                      if task in outputs.truth}
@@ -503,7 +503,7 @@ def aaf_step(run: PipelineRun) -> None:
                 run.store.put_section(card.name, section, {"n": metrics["n"], **metrics["headline"]})
                 continue
             run.store.put_section(card.name, section, {"data": {"source": "All-Age-Faces", "split": split,
-                                                                "pack": aaf_pack_path().name},
+                                                                **face_set.provenance},
                                                        "metrics": metrics})
             run.store.put_predictions(card.name, frame, section)
             print(f"{card.name}: All-Age-Faces test " + ", ".join(f"{key}={value:.3f}" for key, value in
@@ -638,6 +638,11 @@ def main(argv: Sequence[str] | None = None, detector: FaceDetector | None = None
               f"of their size, {WILD_TOLERANCE:g} for faces in photos):", file=sys.stderr)
         for line in run.store.differences:
             print(f"  {line}", file=sys.stderr)
+        if any("faces_sha256" in line for line in run.store.differences):
+            print("The AAF pack holds other crops than the committed AAF results came from (data.faces_sha256): it "
+                  "was built by another version of the face path, so every AAF number moves with it. Rebuild the "
+                  "pack with the committed code (python -m agekit.data aaf-pack) or evaluate again without --check.",
+                  file=sys.stderr)
         return 1
     print(f"check passed: {len(run.store.compared)} committed results recomputed and equal within "
           f"{CHECK_TOLERANCE:g} of their size ({WILD_TOLERANCE:g} for faces in photos): "

@@ -166,3 +166,22 @@ def test_aaf_split_and_pack_commands_round_trip(tmp_path: Path, monkeypatch: pyt
 def test_missing_aaf_pack_says_how_to_build_it(tmp_path: Path) -> None:
     with pytest.raises(AAFError, match="build it with: python -m agekit.data aaf-pack"):
         load_aaf_faces("val", tmp_path / "none.safetensors")
+
+
+def test_rebuilt_pack_with_other_crops_is_a_new_face_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outputs are cached by face-set key, and AAF's numbers record which crops they came from: a pack rebuilt by
+    another version of the face path (same files, same manifest, other pixels) must not reuse either."""
+    from evaluation import model_outputs
+
+    built = faces(4, 8, ETHNICITY_UNKNOWN, "aaf")
+    rebuilt = faces(4, 8, ETHNICITY_UNKNOWN, "aaf")
+    rebuilt.images[2, 0, 3, 3] = 1  # one pixel of one face
+    assert built.images_digest() == faces(4, 8, ETHNICITY_UNKNOWN, "aaf").images_digest()
+    assert built.images_digest() != rebuilt.images_digest()
+    sets = []
+    for pack in (built, rebuilt):
+        monkeypatch.setattr(model_outputs, "load_aaf_faces", lambda split, pack=pack: pack)
+        [face_set] = model_outputs.aaf_face_sets("test")
+        sets.append(face_set)
+    assert sets[0].files == sets[1].files and sets[0].key != sets[1].key
+    assert [s.provenance["faces_sha256"] for s in sets] == [built.images_digest(), rebuilt.images_digest()]

@@ -70,7 +70,7 @@ def test_consensus_is_fitted_on_val_written_and_served(zoo_root: Path) -> None:
     fit = fit_consensus(zoo_root, "consensus", val, train_ages=np.arange(1, 90))
     assert not (zoo_root / "consensus").exists()  # fitting writes nothing
     write_card(zoo_root, fit.card)
-    assert fit.selection.spec.members == ("high", "low") and fit.selection.spec.weights == (0.5, 0.5)
+    assert fit.selection.spec.members == ("high", "low") and fit.selection.spec.weights_for("age") == (0.5, 0.5)
     card = ModelCard.load(zoo_root / "consensus")
     assert card.family == "consensus" and card.architecture_kwargs["members"] == ["high", "low"]
     interval = card.interval()
@@ -121,3 +121,20 @@ def test_face_sources_are_checked_and_a_missing_aaf_pack_says_how_to_build_it(mo
     monkeypatch.setenv(AAF_PACK_ENV, str(tmp_path / "missing.safetensors"))
     with pytest.raises(ValueError, match="python -m agekit.data aaf-pack"):
         build_face_sets("val", ["aaf"])
+
+
+def test_weights_ablation_scores_on_the_half_it_did_not_fit() -> None:
+    from agekit.consensus import ConsensusSpec
+    from evaluation.consensus_ablation import ablation_rows, class_accuracy, split_halves
+
+    val = [face_set(CLEAN, "val", 41, 0), face_set(RENDERED, "val", 30, 1)]
+    fit, score = split_halves(val, np.random.default_rng(0))
+    for whole, a, b in zip(val, fit, score):
+        assert sorted(a.files + b.files) == sorted(whole.files) and not set(a.files) & set(b.files)
+        row = whole.files.index(b.files[0])
+        assert b.truth["age"][0] == whole.truth["age"][row]
+        assert np.array_equal(b.probs["low"]["age"][0], whole.probs["low"]["age"][row])
+    spec = ConsensusSpec.shared(("high", "low"), (0.5, 0.5), ("age", "gender", "ethnicity"))
+    assert class_accuracy(spec, val[0], "gender") == 1.0  # every model puts 0.8 on the true gender
+    gender_rows = [r for r in ablation_rows(val, repeats=2) if "| gender |" in r]
+    assert len(gender_rows) == 2 * 2 + 1 and gender_rows[-1].startswith("| mean | gender |")

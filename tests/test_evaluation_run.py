@@ -161,7 +161,8 @@ def test_every_step_writes_its_artifacts(capsys, dataset, evaluated) -> None:
     assert report["metrics"]["interval"]["n"] == 8 and report["wild"]["metrics"]["interval"]["n"] == 4
 
     consensus = ModelCard.load(checkpoints / "consensus")  # of the one network with every task, chosen on val
-    assert consensus.architecture_kwargs == {"members": ["tiny_multi"], "weights": [1.0]}
+    assert consensus.architecture_kwargs == {"members": ["tiny_multi"],
+                                             "weights": {task: [1.0] for task in ("age", "gender", "ethnicity")}}
     assert read_metrics(checkpoints / "consensus")["metrics"]["headline"] == report["metrics"]["headline"]
 
     board = pd.read_csv(checkpoints / "leaderboard.csv").set_index("name")

@@ -406,7 +406,7 @@ def test_gradcam_explains_the_bin_the_summary_shows_with_its_probability(ctx: Ap
 def test_a_consensus_is_listed_after_the_headline_and_has_no_gradcam(ctx: AppContext,
                                                                     analysis: compare.FaceAnalysis) -> None:
     multi = ctx.zoo.models["tiny_multi"]
-    spec = ConsensusSpec(("tiny_multi",), (1.0,))
+    spec = ConsensusSpec.shared(("tiny_multi",), (1.0,), multi.card.tasks)
     member = ConsensusModel(consensus_card("consensus", spec, [multi.card]), multi.folder, spec)
     with_consensus = replace(ctx, zoo=replace(ctx.zoo, models={**ctx.zoo.models, "consensus": member}))
     assert with_consensus.model_names == ["tiny_multi", "consensus", "tiny_gender"]

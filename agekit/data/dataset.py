@@ -7,6 +7,7 @@ the split manifest's order (sorted file names), so `load_pack(p, "test")` and
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -55,6 +56,11 @@ class FaceTensors:
     def targets(self) -> dict[str, torch.Tensor]:
         """{'age': years, 'gender': codes, 'ethnicity': codes}, each int64 (N,)."""
         return {task: getattr(self, task) for task in TASKS}
+
+    def images_digest(self) -> str:
+        """sha256 (first 16 hex digits) of the decoded pixels: tells two sets of the same files apart when their
+        crops differ (a pack rebuilt by another version of the face path)."""
+        return hashlib.sha256(self.images.contiguous().numpy().tobytes()).hexdigest()[:16]
 
     def subset(self, indices: Sequence[int] | np.ndarray | torch.Tensor | slice) -> FaceTensors:
         """The rows at `indices` (ints, a boolean mask or a slice); `skipped` is carried over unchanged."""
