@@ -16,7 +16,10 @@ from agekit.checkpoint import load_checkpoint
 from agekit.data.dataset import FaceTensors
 from agekit.engine import (
     TrainConfig,
+    build_criterion,
     build_model,
+    build_optimizer,
+    build_scheduler,
     epoch_indices,
     evaluate,
     fit,
@@ -127,6 +130,32 @@ def test_lr_schedules() -> None:
     assert cosine[-1] < 0.01 and all(a >= b for a, b in itertools.pairwise(cosine[10:]))
     onecycle = [lr_factor(s, 100, 0, "onecycle") for s in range(100)]
     assert onecycle[0] == pytest.approx(1 / 25) and max(onecycle) == pytest.approx(1.0) and onecycle[-1] < 0.01
+
+
+def test_a_released_backbone_is_warmed_up_again() -> None:
+    # 10 steps an epoch, 1 frozen epoch, a 5-step warm-up: the heads follow the cosine schedule; the backbone
+    # starts its own ramp at step 10 instead of meeting the schedule's peak lr with empty Adam moments
+    config = tiny_config(epochs=4, frozen_epochs=1, warmup_epochs=0.5, backbone_lr_mult=0.5)
+    model = build_model(config)
+    optimizer = build_optimizer(model, build_criterion(config), config)
+    scheduler = build_scheduler(optimizer, config, steps_per_epoch=10)
+    lrs = []
+    for _ in range(40):
+        lrs.append({group["name"]: group["lr"] for group in optimizer.param_groups})
+        optimizer.step()
+        scheduler.step()
+    heads = [row["heads_decay"] / config.lr for row in lrs]
+    backbone = [row["backbone_decay"] / (config.lr * 0.5) for row in lrs]
+    assert heads == pytest.approx([lr_factor(s, 40, 5, "cosine") for s in range(40)])
+    assert backbone[:10] == [0.0] * 10
+    assert backbone[10:15] == pytest.approx([heads[s] * (s - 9) / 5 for s in range(10, 15)])
+    assert backbone[15:] == pytest.approx(heads[15:])
+    # nothing frozen: the backbone keeps the heads' schedule
+    plain = replace(config, frozen_epochs=0)
+    optimizer = build_optimizer(build_model(plain), build_criterion(plain), plain)
+    build_scheduler(optimizer, plain, steps_per_epoch=10)
+    backbone_lrs = [group["lr"] for group in optimizer.param_groups if group["name"].startswith("backbone")]
+    assert backbone_lrs == pytest.approx([plain.lr * 0.5 * lr_factor(0, 40, 5, "cosine")] * len(backbone_lrs))
 
 
 def test_frozen_epochs_train_only_the_heads() -> None:

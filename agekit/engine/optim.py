@@ -58,10 +58,35 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, kind: str) -> floa
     return 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def release_factor(step: int, released_step: int, warmup_steps: int) -> float:
+    """Multiplier of the backbone's lr: a linear warm-up of its own from the step it is released (`frozen_epochs`).
+
+    Adam meets the released weights with no moment estimates, so its first steps move every weight by about the
+    full lr; released at the schedule's peak, that wrecked dlib's pretrained features in one epoch (val gender at
+    chance, docs/experiments.md). 1.0 when nothing was frozen.
+    """
+    if released_step == 0:
+        return 1.0
+    return min(1.0, max(0, step - released_step + 1) / max(1, warmup_steps))
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
                     ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-step LambdaLR (its state_dict is plain numbers, so resume.pt loads with weights_only=True)."""
+    """A per-step LambdaLR (its state_dict is plain numbers, so resume.pt loads with weights_only=True).
+
+    Every group follows `lr_factor`; backbone groups are also ramped up again over warmup_epochs (at least one
+    step) from the step they are released, when frozen_epochs > 0 (`release_factor`).
+    """
     total = config.epochs * steps_per_epoch
     warmup = int(config.warmup_epochs * steps_per_epoch)
+    released = config.frozen_epochs * steps_per_epoch
+
+    def schedule(step: int) -> float:
+        return lr_factor(step, total, warmup, config.scheduler)
+
+    def backbone_schedule(step: int) -> float:
+        return schedule(step) * release_factor(step, released, warmup)
+
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total, warmup, config.scheduler))
+        optimizer, [backbone_schedule if group["name"].startswith("backbone") else schedule
+                    for group in optimizer.param_groups])
