@@ -155,6 +155,15 @@ def calibration(confidence: np.ndarray, correct: np.ndarray, n_bins: int = ECE_B
     return {"ece": float(ece), "n_bins": n_bins, "bins": bins}
 
 
+def labelled_accuracy(probs: np.ndarray, truth: np.ndarray) -> float | None:
+    """Share of labelled faces (truth >= 0; -1 is "no label", e.g. AAF's ethnicity) whose most probable class is
+    the true one; None when no face is labelled."""
+    known = np.asarray(truth) >= 0
+    if not known.any():
+        return None
+    return float(np.mean(np.asarray(probs)[known].argmax(axis=1) == np.asarray(truth)[known]))
+
+
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, probs: np.ndarray,
                            class_names: Sequence[str]) -> dict[str, Any]:
     """Accuracy, macro-F1, confusion matrix, per-class table and calibration for one task.
@@ -278,5 +287,5 @@ def compute_metrics(frame: pd.DataFrame, age_bins: AgeBins) -> dict[str, Any]:
 __all__ = [
     "CLASSIFICATION_TASKS", "CS_YEARS", "ECE_BINS", "age_metrics", "calibration",
     "classification_metrics", "compute_metrics", "cumulative_score", "fairness_slices",
-    "headline_metrics", "predictions_frame", "probability_columns",
+    "headline_metrics", "labelled_accuracy", "predictions_frame", "probability_columns",
 ]

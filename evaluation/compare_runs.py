@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from agekit.intervals import expected_ages
+from agekit.metrics import labelled_accuracy
 from evaluation.model_outputs import CACHE_DIR, FaceSet, network_outputs, source_face_sets
 
 CHILD_MAX_AGE = 12
@@ -37,22 +38,15 @@ class SourceScores:
     ethnicity_acc: float | None
 
 
-def accuracy(probs: np.ndarray | None, truth: np.ndarray | None) -> float | None:
-    """Share of labelled faces (truth >= 0) whose most probable class is the true one; None without labels or
-    without the model's outputs for the task."""
-    if probs is None or truth is None or not (truth >= 0).any():
-        return None
-    known = truth >= 0
-    return float(np.mean(probs[known].argmax(axis=1) == truth[known]))
-
-
 def source_scores(truth: Mapping[str, np.ndarray], probs: Mapping[str, np.ndarray]) -> SourceScores:
-    """Age MAE (expected age of the age distribution), children's MAE and class accuracies on one face set."""
+    """Age MAE (expected age of the age distribution), children's MAE and class accuracies on one face set; a
+    class accuracy is None when the source lacks the label or the model the task."""
     errors = np.abs(expected_ages(probs["age"]) - truth["age"])
     children = truth["age"] <= CHILD_MAX_AGE
+    accuracies = [labelled_accuracy(probs[task], truth[task]) if task in probs and task in truth else None
+                  for task in ("gender", "ethnicity")]
     return SourceScores(float(errors.mean()), float(errors[children].mean()) if children.any() else None,
-                        accuracy(probs.get("gender"), truth.get("gender")),
-                        accuracy(probs.get("ethnicity"), truth.get("ethnicity")))
+                        *accuracies)
 
 
 def _cell(value: float | None, percent: bool = False) -> str:

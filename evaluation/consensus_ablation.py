@@ -21,6 +21,7 @@ import torch
 
 from agekit.consensus import ConsensusSpec, average_outputs, select_members
 from agekit.labels import CLASS_NAMES
+from agekit.metrics import labelled_accuracy
 from evaluation.consensus import candidate_networks, class_selection_sources, selection_sources
 from evaluation.model_outputs import CACHE_DIR, FaceSetOutputs, collect_outputs, source_face_sets
 
@@ -47,9 +48,8 @@ def class_accuracy(spec: ConsensusSpec, face_set: FaceSetOutputs, task: str) -> 
     """Accuracy of the consensus `spec` on one face set's labelled faces for `task` (None: no labels)."""
     if task not in face_set.truth:
         return None
-    known = face_set.truth[task] >= 0
     probs = average_outputs([face_set.probs[m] for m in spec.members], spec, [task])[task]
-    return float(np.mean(probs[known].argmax(axis=1) == face_set.truth[task][known]))
+    return labelled_accuracy(probs, face_set.truth[task])
 
 
 def ablation_rows(val_sets: Sequence[FaceSetOutputs], repeats: int, seed: int = 0) -> list[str]:

@@ -14,6 +14,7 @@ from agekit.metrics import (
     calibration,
     classification_metrics,
     compute_metrics,
+    labelled_accuracy,
     predictions_frame,
 )
 
@@ -185,3 +186,9 @@ def test_empty_and_mismatched_inputs_are_refused(small_frame: pd.DataFrame) -> N
         compute_metrics(small_frame.iloc[:0], UTK7)
     with pytest.raises(ValueError, match="age bins"):
         compute_metrics(small_frame, DECADES)
+
+
+def test_labelled_accuracy_leaves_unlabelled_faces_out() -> None:
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    assert labelled_accuracy(probs, np.array([0, 1, 1, -1])) == pytest.approx(2 / 3)
+    assert labelled_accuracy(probs, np.array([-1, -1, -1, -1])) is None
